@@ -1,0 +1,1 @@
+"""Evaluation harness and synthetic incident scenario generator for incident-graph."""

@@ -1,0 +1,1 @@
+"""incident-graph: the LangGraph investigation graph (state, nodes, wiring)."""

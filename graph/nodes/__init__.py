@@ -1,0 +1,1 @@
+"""One module per graph node; each node is a plain function `state -> partial update`."""

@@ -1,0 +1,60 @@
+"""approve: the human gate. Nothing that touches production goes ahead without a decision."""
+
+from datetime import datetime, timezone
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import interrupt
+from pydantic import ValidationError
+
+from graph.configuration import Configuration
+from graph.nodes.mitigate import leading_hypothesis
+from graph.nodes.timing import timed
+from graph.state import Approval, Decision, IncidentState
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def approval_request(state: IncidentState) -> dict:
+    lead = leading_hypothesis(state)
+    return {
+        "question": "Approve, reject (with a note) or edit the mitigation plan.",
+        "incident_window": state["detection"].window.model_dump() if state["detection"].window else None,
+        "leading_hypothesis": lead.model_dump() if lead else None,
+        "mitigations": [m.model_dump() for m in state.get("mitigations", [])],
+        "answer_schema": {"action": "approve | reject | edit", "note": "str", "by": "str", "mitigations": "[Mitigation] for edit"},
+    }
+
+
+@timed("approve")
+def approve(state: IncidentState, config: RunnableConfig) -> dict:
+    settings = Configuration.from_runnable_config(config)
+    plan = state.get("mitigations", [])
+    if settings.auto_approve:
+        decision = Decision(action="approve", by=f"{settings.approver} (auto-approve)")
+        action = "auto-approve"
+    else:
+        request = approval_request(state)
+        # Everything above is recomputed when the node resumes; it has no side effects.
+        while True:
+            answer = interrupt(request)
+            try:
+                decision = Decision.model_validate(answer)
+                break
+            except ValidationError as exc:
+                request = {**approval_request(state), "error": f"invalid decision: {exc.errors()[0]['msg']}"}
+        action = decision.action
+    if decision.action == "edit":
+        plan = decision.mitigations or []
+    status = "rejected" if decision.action == "reject" else "approved"
+    decided = [m.model_copy(update={"status": status}) for m in plan]
+    approval = Approval(
+        action=action,
+        note=decision.note,
+        by=decision.by,
+        at=_now(),
+        approved=[m.id for m in decided if m.status == "approved"],
+        rejected=[m.id for m in decided if m.status == "rejected"],
+    )
+    return {"mitigations": decided, "approval": approval}

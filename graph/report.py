@@ -1,0 +1,194 @@
+"""The postmortem: assembled from the state, written as JSON, Markdown and a PNG timeline.
+
+Files are written to temporary names and renamed into place only when all three are ready,
+so a failure never leaves a partial postmortem behind.
+"""
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from graph.state import Postmortem, RootCause  # noqa: E402
+from tools.sql_sandbox import connect_readonly  # noqa: E402
+
+ARTIFACTS = ("postmortem.json", "postmortem.md", "timeline.png")
+
+
+def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
+    detection = state["detection"]
+    hypotheses = state.get("hypotheses", [])
+    standing = [h for h in hypotheses if h.status != "overturned"]
+    lead = (standing or hypotheses or [None])[0]
+    transcript = state.get("critic_transcript", [])
+    if lead is not None:
+        root = RootCause(service=lead.service, kind=lead.kind, signature=lead.signature, confidence=lead.confidence, summary=lead.summary)
+    elif detection.incident_detected:
+        root = RootCause(service=None, kind=None, signature=None, confidence=0.0,
+                         summary="An incident window was found but no service's errors rose above baseline: root cause unconfirmed.")
+    else:
+        root = RootCause(service=None, kind=None, signature=None, confidence=0.0, summary="No incident detected in the supplied data.")
+    window = detection.window
+    title = (
+        f"Incident {window.start} to {window.end}: {root.service or 'unknown service'} ({root.kind or 'unknown kind'})"
+        if window else "No incident detected"
+    )
+    return Postmortem(
+        title=title,
+        incident_detected=detection.incident_detected,
+        incident_window=window,
+        root_cause=root,
+        hypotheses=[
+            {**h.model_dump(), "rank": rank, "critic_verdicts": [v.model_dump() for v in transcript if v.hypothesis_id == h.id]}
+            for rank, h in enumerate(hypotheses, start=1)
+        ],
+        critic_transcript=transcript,
+        mitigations=state.get("mitigations", []),
+        approval=state.get("approval"),
+        timeline=build_timeline(state),
+        evidence=state.get("evidence", []),
+        metadata={
+            "thread_id": thread_id,
+            "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model": model,
+            "inputs": dict(state.get("inputs", {})),
+            "data": state.get("load_summary", {}),
+            "node_runs": [r.model_dump() for r in state.get("node_runs", [])],
+        },
+    )
+
+
+def build_timeline(state: dict) -> list[dict]:
+    events: list[dict] = []
+    for item in state.get("evidence", []):
+        if item.tool == "change_events":
+            events += [
+                {"ts": c["ts"], "event": f"{c['kind']} on {c['service']}: {c['description']}", "evidence_id": item.id}
+                for c in item.data.get("changes", [])
+            ]
+        elif item.tool == "service_error_onsets":
+            events += [
+                {"ts": o["onset"], "event": f"{o['service']} error rate rises above its baseline", "evidence_id": item.id}
+                for o in item.data.get("onsets", [])
+            ]
+    detection = state["detection"]
+    if detection.window:
+        events.append({"ts": detection.window.start, "event": "incident window starts (metrics)", "evidence_id": detection.evidence_id})
+        events.append({"ts": detection.window.end, "event": "metrics back to baseline", "evidence_id": detection.evidence_id})
+    approval = state.get("approval")
+    if approval:
+        events.append({"ts": approval.at, "event": f"mitigation plan {approval.action} by {approval.by}", "evidence_id": None})
+    for e in events:
+        e["ts"] = iso_utc(e["ts"])
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def iso_utc(value: str) -> str:
+    """Any ISO instant (naive = UTC) as `YYYY-MM-DDTHH:MM:SSZ`."""
+    ts = pd.Timestamp(value)
+    ts = ts.tz_convert("UTC") if ts.tzinfo is not None else ts
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_markdown(pm: Postmortem) -> str:
+    lines = [f"# {pm.title}", ""]
+    if pm.incident_window:
+        lines += [f"- **Window (UTC):** {pm.incident_window.start} to {pm.incident_window.end} ({pm.incident_window.minutes:.0f} min)"]
+    lines += [
+        f"- **Incident detected:** {'yes' if pm.incident_detected else 'no'}",
+        f"- **Root cause:** {pm.root_cause.service or 'n/a'} / {pm.root_cause.kind or 'n/a'} (confidence {pm.root_cause.confidence:.2f})",
+        f"- **Signature:** `{pm.root_cause.signature or 'n/a'}`",
+        f"- **Thread:** {pm.metadata.get('thread_id')} · model: {pm.metadata.get('model')} · schema {pm.schema_version}",
+        "",
+        "## Summary",
+        "",
+        pm.root_cause.summary,
+        "",
+        "![timeline](timeline.png)",
+        "",
+    ]
+    if pm.hypotheses:
+        lines += ["## Hypotheses (after the critic's debate)", "", "| rank | service | kind | confidence | status | evidence |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"| {h['rank']} | {h['service']} | {h['kind']} | {h['confidence']:.2f} | {h['status']} | {', '.join(h['evidence_ids'])} |"
+            for h in pm.hypotheses
+        ]
+        lines += [""]
+    if pm.critic_transcript:
+        lines += ["## Critic transcript", ""]
+        lines += [
+            f"- round {v.round}, {v.hypothesis_id}: *{v.challenge}* {v.finding} → **{v.verdict}** ({v.confidence_delta:+.2f}; {', '.join(v.evidence_ids) or 'no evidence'})"
+            for v in pm.critic_transcript
+        ]
+        lines += [""]
+    if pm.mitigations:
+        lines += ["## Mitigations", ""]
+        for m in pm.mitigations:
+            prod = "touches production" if m.touches_prod else "no production change"
+            lines += [f"### {m.id}. {m.title} — {m.status}", "", f"Owner: {m.owner} · ETA {m.eta_minutes} min · {prod}", ""]
+            lines += [f"{i}. {step}" for i, step in enumerate(m.steps, start=1)]
+            lines += ["", f"Rollback: {m.rollback}", ""]
+    if pm.approval:
+        a = pm.approval
+        lines += ["## Approval", "", f"{a.action} by {a.by} at {a.at}" + (f": {a.note}" if a.note else ""), ""]
+    if pm.timeline:
+        lines += ["## Timeline (UTC)", "", "| time | event | evidence |", "|---|---|---|"]
+        lines += [f"| {e['ts']} | {e['event']} | {e['evidence_id'] or ''} |" for e in pm.timeline]
+        lines += [""]
+    lines += ["## Evidence", ""]
+    for e in pm.evidence:
+        lines += [f"- **{e.id}** ({e.tool}): {e.summary}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_timeline(db_path: str, pm: Postmortem, path: Path) -> None:
+    with connect_readonly(db_path) as con:
+        metrics = con.execute("SELECT * FROM metrics ORDER BY ts").df()
+        changes = con.execute("SELECT ts, service, kind FROM events ORDER BY ts").df()
+    columns = [c for c in metrics.columns if c != "ts"]
+    fig, axes = plt.subplots(len(columns), 1, figsize=(12, 1.9 * len(columns) + 0.8), sharex=True, squeeze=False)
+    window = pm.incident_window
+    for ax, col in zip(axes[:, 0], columns):
+        ax.plot(metrics["ts"], metrics[col], lw=0.8, color="#1f4e79")
+        ax.set_ylabel(col, fontsize=9)
+        ax.grid(alpha=0.3)
+        if window:
+            ax.axvspan(pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None), color="#d62728", alpha=0.18)
+        for ts in changes["ts"]:
+            ax.axvline(ts, color="#2ca02c", lw=0.9, ls="--", alpha=0.8)
+    top = axes[0, 0]
+    for row in changes.itertuples(index=False):
+        top.annotate(f"{row.kind}: {row.service}", (row.ts, 1.0), xycoords=("data", "axes fraction"), rotation=30, fontsize=7, color="#2ca02c", va="bottom")
+    label = f"detected window shaded · root cause: {pm.root_cause.service or 'none'}" if window else "no incident detected"
+    fig.suptitle(f"{pm.title}\n{label}; dashed lines = change events", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_postmortem(pm: Postmortem, db_path: str, out_dir: str | Path) -> dict[str, str]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staged = {name: out / f".{name}.tmp" for name in ARTIFACTS}
+    try:
+        staged["postmortem.json"].write_text(pm.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        staged["postmortem.md"].write_text(render_markdown(pm), encoding="utf-8")
+        render_timeline(db_path, pm, staged["timeline.png"])
+        final = {}
+        for name, tmp in staged.items():
+            os.replace(tmp, out / name)
+            final[name] = str(out / name)
+        return final
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+
+
+def postmortem_json_schema() -> str:
+    return json.dumps(Postmortem.model_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,225 @@
+"""The graph's typed state and the pydantic models it carries.
+
+Every structured thing the investigation produces (evidence, hypotheses, critic verdicts,
+mitigations, the human decision, the postmortem) is a pydantic model so that model output,
+offline or LLM, is validated before it is trusted.
+"""
+
+import operator
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, Field, field_validator
+from typing_extensions import NotRequired, TypedDict
+
+POSTMORTEM_SCHEMA_VERSION = "1.0"
+
+
+def parse_utc(iso: str) -> datetime:
+    """Parse an ISO 8601 instant (``Z``, offset or naive-as-UTC) into an aware UTC datetime."""
+    parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+class Evidence(BaseModel):
+    """One tool result or computation, citable by id."""
+
+    id: str
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    method: str = Field(description="The SQL or the computation that produced the numbers.")
+    summary: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncidentWindow(BaseModel):
+    start: str
+    end: str
+
+    @property
+    def minutes(self) -> float:
+        return (parse_utc(self.end) - parse_utc(self.start)).total_seconds() / 60.0
+
+
+class Detection(BaseModel):
+    incident_detected: bool
+    window: IncidentWindow | None = None
+    signals: list[dict[str, Any]] = Field(default_factory=list)
+    evidence_id: str
+
+
+class Hypothesis(BaseModel):
+    id: str
+    service: str
+    kind: str = Field(description="Error kind or mechanism name, e.g. DBConnPoolExhausted.")
+    mechanism: str = Field(description="Mechanism class used to pick mitigations, e.g. 'connection_pool'.")
+    signature: str = Field(description="Representative masked log template of the fault.")
+    confidence: float = Field(ge=0.0, le=1.0)
+    summary: str
+    evidence_ids: list[str] = Field(min_length=1)
+    support: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["proposed", "upheld", "weakened", "overturned"] = "proposed"
+
+    @field_validator("evidence_ids")
+    @classmethod
+    def _no_blank_ids(cls, ids: list[str]) -> list[str]:
+        if any(not i.strip() for i in ids):
+            raise ValueError("evidence ids must be non-empty strings")
+        return ids
+
+
+class HypothesisSet(BaseModel):
+    """What the hypothesize step must return (also the LLM's structured output)."""
+
+    hypotheses: list[Hypothesis] = Field(min_length=1)
+
+
+class CriticVerdict(BaseModel):
+    hypothesis_id: str
+    round: int
+    challenge: str
+    finding: str
+    verdict: Literal["upheld", "weakened", "overturned"]
+    confidence_delta: float = 0.0
+    evidence_ids: list[str] = Field(default_factory=list)
+
+
+class CriticReport(BaseModel):
+    """The critic's structured output for one round."""
+
+    verdicts: list[CriticVerdict]
+
+
+class Mitigation(BaseModel):
+    id: str
+    hypothesis_id: str
+    mechanism: str
+    title: str
+    steps: list[str] = Field(min_length=1)
+    rollback: str
+    owner: str
+    eta_minutes: int = Field(ge=0)
+    touches_prod: bool
+    reversible: bool = True
+    status: Literal["proposed", "approved", "rejected"] = "proposed"
+
+
+class MitigationPlan(BaseModel):
+    """The mitigate step's structured output."""
+
+    mitigations: list[Mitigation] = Field(min_length=1)
+
+
+class Decision(BaseModel):
+    """A human's answer to the approval interrupt."""
+
+    action: Literal["approve", "reject", "edit"]
+    note: str = ""
+    by: str = "on-call"
+    mitigations: list[Mitigation] | None = Field(
+        default=None, description="The edited plan, required when action is 'edit'."
+    )
+
+    @field_validator("mitigations")
+    @classmethod
+    def _edited_plan_not_empty(cls, plan: list[Mitigation] | None) -> list[Mitigation] | None:
+        if plan is not None and not plan:
+            raise ValueError("an edited plan must keep at least one mitigation")
+        return plan
+
+
+class Approval(BaseModel):
+    action: Literal["approve", "reject", "edit", "auto-approve", "not-needed"]
+    note: str = ""
+    by: str
+    at: str
+    approved: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
+
+
+class NodeRun(BaseModel):
+    node: str
+    seconds: float
+    detail: str = ""
+
+
+class RootCause(BaseModel):
+    service: str | None
+    kind: str | None
+    signature: str | None
+    confidence: float
+    summary: str
+
+
+class Postmortem(BaseModel):
+    """The written result; its JSON schema is `docs/postmortem.schema.json`."""
+
+    schema_version: str = POSTMORTEM_SCHEMA_VERSION
+    title: str
+    incident_detected: bool
+    incident_window: IncidentWindow | None
+    time_zone: str = "UTC"
+    root_cause: RootCause
+    hypotheses: list[dict[str, Any]]
+    critic_transcript: list[CriticVerdict]
+    mitigations: list[Mitigation]
+    approval: Approval | None
+    timeline: list[dict[str, Any]]
+    evidence: list[Evidence]
+    metadata: dict[str, Any]
+
+
+def merge_evidence(existing: list[Evidence] | None, new: list[Evidence] | None) -> list[Evidence]:
+    """Append evidence, keeping the first item per id (ids are content-derived)."""
+    merged = list(existing or [])
+    seen = {e.id for e in merged}
+    for item in new or []:
+        if item.id not in seen:
+            merged.append(item)
+            seen.add(item.id)
+    return merged
+
+
+class InputFiles(TypedDict):
+    metrics: str
+    logs: str
+    events: NotRequired[str | None]
+
+
+class IncidentState(TypedDict, total=False):
+    """The graph's state. Keys a node does not return are left untouched."""
+
+    inputs: InputFiles
+    out_dir: str
+    db_path: str
+    load_summary: dict[str, Any]
+    detection: Detection
+    messages: Annotated[list[AnyMessage], add_messages]
+    evidence: Annotated[list[Evidence], merge_evidence]
+    hypotheses: list[Hypothesis]
+    critic_transcript: Annotated[list[CriticVerdict], operator.add]
+    mitigations: list[Mitigation]
+    approval: Approval
+    artifacts: dict[str, str]
+    node_runs: Annotated[list[NodeRun], operator.add]
+
+
+class IncidentInput(TypedDict):
+    """What a caller supplies to start an investigation."""
+
+    inputs: InputFiles
+    out_dir: str
+
+
+STATE_MODELS: tuple[type[BaseModel], ...] = (
+    Evidence,
+    IncidentWindow,
+    Detection,
+    Hypothesis,
+    CriticVerdict,
+    Mitigation,
+    Approval,
+    NodeRun,
+)

@@ -1,0 +1,210 @@
+"""The investigation capabilities of `tools/` exposed as LangChain tools.
+
+Each call opens the incident's database read-only, runs the plain function, and returns a
+`Command` that appends a ToolMessage (what the model reads: an evidence id, a one-line summary
+and the numbers, cut to a budget) and the full `Evidence` item (what the postmortem cites).
+"""
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+import pandas as pd
+from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import InjectedToolCallId, tool
+from langgraph.prebuilt import InjectedState
+from langgraph.types import Command
+
+from graph.configuration import Configuration
+from graph.state import Evidence
+from tools.changes import recent_changes
+from tools.logscan import log_pattern_scan as scan_templates
+from tools.onsets import service_error_onsets as rank_onsets
+from tools.sql_sandbox import SqlRejected, SqlTimeout, connect_readonly, run_sql
+
+
+def evidence_id(tool_name: str, args: dict[str, Any]) -> str:
+    """Content-derived, so re-running a step after a resume yields the same id."""
+    digest = hashlib.sha1(json.dumps([tool_name, args], sort_keys=True, default=str).encode()).hexdigest()
+    return f"ev-{tool_name.replace('_', '-')}-{digest[:8]}"
+
+
+def to_jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def model_view(item: Evidence, budget_chars: int) -> str:
+    """What the model sees of an evidence item: id, summary and data, within a character budget.
+
+    Lists are shortened from the longest down (they are ranked, so the tail matters least) so
+    the result stays valid JSON that says how much was left out.
+    """
+    data = {k: v for k, v in item.data.items() if k != "sql"}
+    view = {"evidence_id": item.id, "summary": item.summary, "data": data}
+    text = json.dumps(view, default=str)
+    while len(text) > budget_chars:
+        lists = [(len(v), k) for k, v in data.items() if isinstance(v, list) and len(v) > 1]
+        if not lists:
+            view = {"evidence_id": item.id, "summary": item.summary, "data_omitted": f"over {budget_chars} chars"}
+            return json.dumps(view, default=str)
+        size, key = max(lists)
+        data[key] = data[key][: size // 2]
+        data.setdefault("shortened", {})[key] = size
+        text = json.dumps(view, default=str)
+    return text
+
+
+def evidence_digest(items: list[Evidence], budget_chars: int) -> list[dict]:
+    """Evidence as a prompt shows it: each item through `model_view`, plus its tool name."""
+    return [{"tool": e.tool, "id": e.id, **json.loads(model_view(e, budget_chars))} for e in items]
+
+
+def _respond(item: Evidence, tool_call_id: str, config: RunnableConfig) -> Command:
+    budget = Configuration.from_runnable_config(config).tool_result_chars
+    message = ToolMessage(model_view(item, budget), tool_call_id=tool_call_id, name=item.tool, artifact=item.id)
+    return Command(update={"evidence": [item], "messages": [message]})
+
+
+def naive_utc(value: str) -> pd.Timestamp:
+    """The database stores naive UTC timestamps; accept any ISO form from the model."""
+    ts = pd.Timestamp(value)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def _window(state: dict, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    window = state["detection"].window
+    return naive_utc(start or window.start), naive_utc(end or window.end)
+
+
+@tool
+def log_pattern_scan(
+    state: Annotated[dict, InjectedState],
+    tool_call_id: Annotated[str, InjectedToolCallId],
+    config: RunnableConfig,
+    start: str | None = None,
+    end: str | None = None,
+    top_k: int = 10,
+) -> Command:
+    """Mine WARN/ERROR log templates and rank them by how much louder they are in the window
+    [start, end) than outside it (defaults: the detected incident window). Returns per-template
+    service, counts, lift over baseline, first occurrence, an example line and which other
+    services the messages name."""
+    ws, we = _window(state, start, end)
+    with connect_readonly(state["db_path"]) as con:
+        result = scan_templates(con, ws, we, top_k=top_k)
+    tops = result["templates"][:3]
+    summary = (
+        "; ".join(f"{t['service']}: '{t['template']}' x{t['window_count']} (lift {t['lift']})" for t in tops)
+        or "no WARN/ERROR template is significantly louder in the window than outside it"
+    )
+    args = {"start": ws.isoformat(), "end": we.isoformat(), "top_k": top_k}
+    item = Evidence(
+        id=evidence_id("log_pattern_scan", args),
+        tool="log_pattern_scan",
+        args=args,
+        method=result.pop("sql").strip() + "\n-- then Drain template mining per service and a Poisson test of window vs. outside rates",
+        summary=summary,
+        data=to_jsonable(result),
+    )
+    return _respond(item, tool_call_id, config)
+
+
+@tool
+def service_error_onsets(
+    state: Annotated[dict, InjectedState],
+    tool_call_id: Annotated[str, InjectedToolCallId],
+    config: RunnableConfig,
+    start: str | None = None,
+    end: str | None = None,
+) -> Command:
+    """For every service, find the minute its WARN/ERROR lines became significantly more frequent
+    than its own baseline (looking back before the window start too), ranked earliest first:
+    who started failing first."""
+    ws, we = _window(state, start, end)
+    lookback = Configuration.from_runnable_config(config).onset_lookback_minutes
+    with connect_readonly(state["db_path"]) as con:
+        result = rank_onsets(con, ws, we, lookback_minutes=lookback)
+    summary = (
+        ", then ".join(
+            f"{o['service']} at {o['onset']} ({o['onset_minutes_from_window_start']:+.1f} min)" for o in result["onsets"][:4]
+        )
+        or "no service's error rate rose significantly"
+    )
+    args = {"start": ws.isoformat(), "end": we.isoformat(), "lookback_minutes": lookback}
+    item = Evidence(
+        id=evidence_id("service_error_onsets", args),
+        tool="service_error_onsets",
+        args=args,
+        method=result.pop("sql").strip() + "\n-- per service: Poisson tail test of each minute against the rate outside the scan",
+        summary="Onsets: " + summary,
+        data=to_jsonable(result),
+    )
+    return _respond(item, tool_call_id, config)
+
+
+@tool
+def change_events(
+    state: Annotated[dict, InjectedState],
+    tool_call_id: Annotated[str, InjectedToolCallId],
+    config: RunnableConfig,
+    lookback_minutes: int | None = None,
+) -> Command:
+    """List deploys, config changes and feature flags from `lookback_minutes` before the
+    incident window to its end, nearest first, with how long before the window each happened."""
+    ws, we = _window(state, None, None)
+    lookback = lookback_minutes or Configuration.from_runnable_config(config).change_lookback_minutes
+    with connect_readonly(state["db_path"]) as con:
+        result = recent_changes(con, ws, we, lookback_minutes=lookback)
+    summary = (
+        "; ".join(
+            f"{c['kind']} on {c['service']} {c['minutes_before_window']:.0f} min before the window" for c in result["changes"][:4]
+        )
+        or f"no change event in the {lookback} min before the window"
+    )
+    args = {"start": ws.isoformat(), "end": we.isoformat(), "lookback_minutes": lookback}
+    item = Evidence(
+        id=evidence_id("change_events", args),
+        tool="change_events",
+        args=args,
+        method=result.pop("sql").strip(),
+        summary=summary,
+        data=to_jsonable(result),
+    )
+    return _respond(item, tool_call_id, config)
+
+
+@tool
+def sql_investigate(
+    query: str,
+    state: Annotated[dict, InjectedState],
+    tool_call_id: Annotated[str, InjectedToolCallId],
+    config: RunnableConfig,
+) -> Command:
+    """Run one read-only SELECT (DuckDB SQL) over the tables metrics(ts, ...numeric columns),
+    logs(ts, service, level, message, error_kind, endpoint, latency_ms, region, trace_id) and
+    events(ts, service, kind, description). Time- and row-limited; no files, no network, no writes."""
+    settings = Configuration.from_runnable_config(config)
+    try:
+        result = run_sql(state["db_path"], query, timeout_s=settings.sql_timeout_s, max_rows=settings.sql_max_rows)
+    except (SqlRejected, SqlTimeout) as exc:
+        # The refusal goes back to the model so it can correct itself; it is not evidence.
+        message = ToolMessage(f"ERROR: {exc}", tool_call_id=tool_call_id, name="sql_investigate", status="error")
+        return Command(update={"messages": [message]})
+    except Exception as exc:  # a DuckDB error in the model's SQL (unknown column, syntax)
+        message = ToolMessage(f"ERROR: {type(exc).__name__}: {exc}", tool_call_id=tool_call_id, name="sql_investigate", status="error")
+        return Command(update={"messages": [message]})
+    rows = [dict(zip(result.columns, row)) for row in result.rows]
+    args = {"query": query}
+    item = Evidence(
+        id=evidence_id("sql_investigate", args),
+        tool="sql_investigate",
+        args=args,
+        method=query,
+        summary=f"{result.row_count} row(s){' (truncated)' if result.truncated else ''}, columns {', '.join(result.columns)}",
+        data=to_jsonable({"columns": result.columns, "rows": rows, "truncated": result.truncated}),
+    )
+    return _respond(item, tool_call_id, config)
+
+
+INVESTIGATION_TOOLS = [log_pattern_scan, service_error_onsets, change_events, sql_investigate]

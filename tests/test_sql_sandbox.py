@@ -1,0 +1,288 @@
+"""The SQL sandbox: model-written SQL can read the investigation tables and nothing else."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import duckdb
+import pytest
+
+from tools.sql_sandbox import (
+    SqlExecutionError,
+    SqlRejected,
+    SqlResult,
+    SqlTimeout,
+    connect_readonly,
+    run_sql,
+)
+
+COUNTS = {"metrics": 60, "logs": 500, "events": 2}
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """A small investigation database like the loader builds, made directly with DuckDB."""
+    d = tmp_path_factory.mktemp("sandbox")
+    path = d / "incident.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("""
+        CREATE TABLE metrics AS
+        SELECT TIMESTAMP '2024-06-01 10:00:00' + to_minutes(i) AS ts,
+               100.0 + i AS rps, 200.0 + (i % 7) AS p95_ms, CASE WHEN i >= 40 THEN 0.2 ELSE 0.01 END
+               AS error_rate
+        FROM range(60) t(i)""")
+    con.execute("""
+        CREATE TABLE logs AS
+        SELECT TIMESTAMP '2024-06-01 10:00:00' + to_seconds(i * 7) AS ts,
+               'checkout' AS service,
+               CASE WHEN i % 5 = 0 THEN 'ERROR' ELSE 'INFO' END AS level,
+               'request ' || i AS message,
+               CASE WHEN i % 5 = 0 THEN 'Timeout' END AS error_kind,
+               '/pay' AS endpoint, (i % 50)::DOUBLE AS latency_ms,
+               'eu-west-1' AS region, 'tr-' || i AS trace_id
+        FROM range(500) t(i)""")
+    con.execute("""
+        CREATE TABLE events(ts TIMESTAMP, service VARCHAR, kind VARCHAR, description VARCHAR)""")
+    con.execute("""INSERT INTO events VALUES
+        ('2024-06-01 10:39:00', 'checkout', 'deploy', 'v2.3.1'),
+        ('2024-06-01 10:50:00', 'checkout', 'config', 'pool size 10 -> 2')""")
+    con.close()
+    return path
+
+
+def _assert_intact(db, outside):
+    con = connect_readonly(db)
+    try:
+        for table, n in COUNTS.items():
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == n
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert tables == set(COUNTS)
+    finally:
+        con.close()
+    # nothing was written beside the database or in the "outside" directory
+    assert sorted(os.listdir(db.parent)) == [db.name]
+    assert os.listdir(outside) == []
+
+
+# ----------------------------------------------------------------------------- normal use
+
+def test_plain_select(db):
+    r = run_sql(db, "SELECT ts, rps FROM metrics ORDER BY ts LIMIT 3")
+    assert isinstance(r, SqlResult)
+    assert r.columns == ["ts", "rps"]
+    assert r.rows == [("2024-06-01T10:00:00", 100.0), ("2024-06-01T10:01:00", 101.0),
+                      ("2024-06-01T10:02:00", 102.0)]
+    assert r.row_count == 3 and r.truncated is False and r.elapsed_ms >= 0
+
+
+def test_aggregate_over_logs(db):
+    r = run_sql(db, """
+        SELECT level, error_kind, count(*) AS n, max(latency_ms) AS worst
+        FROM logs GROUP BY ALL ORDER BY level""")
+    assert r.columns == ["level", "error_kind", "n", "worst"]
+    assert r.rows == [("ERROR", "Timeout", 100, 45.0), ("INFO", None, 400, 49.0)]
+
+
+def test_with_select_and_other_select_forms(db):
+    r = run_sql(db, """
+        WITH errs AS (SELECT date_trunc('minute', ts) AS m, count(*) AS n FROM logs
+                      WHERE level = 'ERROR' GROUP BY 1)
+        SELECT e.ts, e.kind, (SELECT sum(n) FROM errs WHERE m >= e.ts) AS errors_after
+        FROM events e ORDER BY e.ts""")
+    assert r.row_count == 2 and r.rows[0][1] == "deploy"
+    assert run_sql(db, "FROM events SELECT count(*)").rows == [(2,)]
+    assert run_sql(db, "SELECT 1 AS a; ").rows == [(1,)]  # one statement, trailing semicolon
+    assert {row[0] for row in run_sql(db, "SHOW TABLES").rows} == set(COUNTS)
+    assert run_sql(db, "DESCRIBE metrics").row_count == 4
+
+
+def test_values_are_json_friendly(db):
+    r = run_sql(db, """
+        SELECT TIMESTAMP '2024-06-01 10:00:00.5' AS t,
+               TIMESTAMPTZ '2024-06-01 12:00:00+02' AS tz,
+               DATE '2024-06-01' AS d, 1.25::DECIMAL(6, 2) AS dec,
+               'NaN'::DOUBLE AS nan, INTERVAL 90 SECOND AS iv, [1, 2] AS l,
+               {'a': TIMESTAMP '2024-01-01'} AS s, NULL AS n""")
+    row = dict(zip(r.columns, r.rows[0]))
+    assert row == {"t": "2024-06-01T10:00:00.500000", "tz": "2024-06-01T10:00:00",
+                   "d": "2024-06-01", "dec": 1.25, "nan": None, "iv": 90.0, "l": [1, 2],
+                   "s": {"a": "2024-01-01T00:00:00"}, "n": None}
+    json.dumps(r.rows, allow_nan=False)
+
+
+def test_row_cap_sets_truncated(db):
+    r = run_sql(db, "SELECT * FROM range(5000000)", max_rows=200)
+    assert r.row_count == 200 and len(r.rows) == 200 and r.truncated is True
+    exact = run_sql(db, "SELECT * FROM range(10)", max_rows=10)
+    assert exact.row_count == 10 and exact.truncated is False
+
+
+def test_timeout_interrupts_runaway_query(db):
+    start = time.monotonic()
+    with pytest.raises(SqlTimeout, match="0.5 s"):
+        run_sql(db, "SELECT count(*) FROM range(100000) a, range(100000) b", timeout_s=0.5)
+    assert time.monotonic() - start < 3.0
+    assert run_sql(db, "SELECT count(*) FROM logs").rows == [(500,)]  # still usable after
+
+
+def test_execution_errors_are_reported(db):
+    with pytest.raises(SqlExecutionError, match="no_such_column"):
+        run_sql(db, "SELECT no_such_column FROM logs")
+    with pytest.raises(SqlRejected, match="parse"):
+        run_sql(db, "SELEC * FROM logs")
+
+
+def test_max_memory_is_process_wide(db):
+    assert run_sql(db, "SELECT 1", max_memory="1gb").rows == [(1,)]
+    with pytest.raises(ValueError, match="fixed"):
+        run_sql(db, "SELECT 1", max_memory="8GB")
+
+
+def test_concurrent_use_from_threads(db):
+    held = connect_readonly(db)  # a long-lived connection of another tool, same process
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(run_sql(db, "SELECT count(*) FROM logs WHERE level = 'ERROR'").rows)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert held.execute("SELECT count(*) FROM metrics").fetchone()[0] == 60
+    held.close()
+    assert errors == [] and results == [[(100,)]] * 6
+
+
+def test_other_config_refused_while_sandbox_connection_open(db):
+    """Why connect_readonly must be the only way to open the file: DuckDB caches one
+    instance per file and refuses a connection with a different config."""
+    con = connect_readonly(db)
+    try:
+        with pytest.raises(duckdb.Error, match="different configuration"):
+            duckdb.connect(str(db), read_only=True)
+    finally:
+        con.close()
+
+
+def test_missing_database_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        connect_readonly(tmp_path / "nope.duckdb")
+    assert not (tmp_path / "nope.duckdb").exists()
+
+
+# ----------------------------------------------------------------------------- hostile SQL
+
+HOSTILE = [
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_csv_auto('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/passwd')",
+    "SELECT * FROM read_blob('/etc/passwd')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM glob('/*')",
+    "SELECT * FROM sniff_csv('/etc/passwd')",
+    "SELECT getenv('HOME')",
+    "COPY logs TO '{out}/logs.csv'",
+    "COPY (SELECT * FROM logs) TO '{out}/q.parquet' (FORMAT parquet)",
+    "EXPORT DATABASE '{out}/export'",
+    "CREATE TABLE x AS SELECT 1 AS a",
+    "CREATE TEMP TABLE x AS SELECT 1 AS a",
+    "CREATE MACRO m() AS 1",
+    "INSERT INTO logs (message) VALUES ('x')",
+    "UPDATE logs SET level = 'INFO'",
+    "DELETE FROM logs",
+    "DROP TABLE logs",
+    "ALTER TABLE logs ADD COLUMN x INT",
+    "WITH gone AS (DELETE FROM logs RETURNING *) SELECT count(*) FROM gone",
+    "ATTACH '{out}/other.duckdb' AS other",
+    "ATTACH ':memory:' AS mem",
+    "DETACH incident",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "SET lock_configuration = false",
+    "RESET enable_external_access",
+    "SET threads = 64",
+    "PRAGMA enable_profiling",
+    "PRAGMA database_size",
+    "CALL pragma_version()",
+    "CHECKPOINT",
+    "VACUUM",
+    "EXPLAIN SELECT 1",
+    "SELECT * FROM query('DROP TABLE logs')",
+    "SELECT 1; DROP TABLE logs",
+    "SELECT 1; COPY logs TO '{out}/multi.csv'",
+    "SELECT * FROM logs; SELECT * FROM metrics",
+    "",
+    "   \n ",
+    "-- only a comment",
+    ";",
+]
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+    return tmp_path_factory.mktemp("outside")
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_hostile_sql_refused_or_harmless(db, outside, sql):
+    sql = sql.format(out=outside)
+    with pytest.raises((SqlRejected, SqlExecutionError)) as info:
+        run_sql(db, sql, timeout_s=5)
+    assert str(info.value)
+    _assert_intact(db, outside)
+
+
+def test_rejection_names_statement_type(db):
+    for sql, kind in [("DROP TABLE logs", "DROP"), ("INSERT INTO events VALUES (NULL)", "INSERT"),
+                      ("COPY logs TO '/tmp/x.csv'", "COPY"), ("PRAGMA version", "PRAGMA"),
+                      ("SET threads = 1", "SET"), ("ATTACH 'x.db'", "ATTACH")]:
+        with pytest.raises(SqlRejected, match=kind):
+            run_sql(db, sql)
+    with pytest.raises(SqlRejected, match="2 statements"):
+        run_sql(db, "SELECT 1; DROP TABLE logs")
+    with pytest.raises(SqlRejected, match="empty"):
+        run_sql(db, "  ")
+
+
+def test_lockdown_holds_at_duckdb_level(db, outside):
+    """Without the statement filter, the connection itself refuses files, writes and SETs."""
+    con = connect_readonly(db)
+    try:
+        forbidden = [
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT * FROM glob('/*')",
+            "CREATE TABLE x(a INT)",
+            "DROP TABLE logs",
+            "INSERT INTO events VALUES (NULL, NULL, NULL, NULL)",
+            f"COPY logs TO '{outside}/direct.csv'",
+            f"ATTACH '{outside}/direct.duckdb' AS d",
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "SET enable_external_access = true",
+            "SET lock_configuration = false",
+            "SET max_memory = '64GB'",
+            "SELECT 1; COPY logs TO '/tmp/multi_direct.csv'",
+        ]
+        for sql in forbidden:
+            with pytest.raises(duckdb.Error):
+                con.execute(sql)
+        settings = dict(con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN "
+            "('enable_external_access', 'lock_configuration', 'autoload_known_extensions', "
+            "'autoinstall_known_extensions', 'allow_community_extensions', 'threads')").fetchall())
+        assert settings == {"enable_external_access": "false", "lock_configuration": "true",
+                            "autoload_known_extensions": "false",
+                            "autoinstall_known_extensions": "false",
+                            "allow_community_extensions": "false", "threads": "2"}
+    finally:
+        con.close()
+    assert not os.path.exists("/tmp/multi_direct.csv")
+    _assert_intact(db, outside)

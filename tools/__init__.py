@@ -1,0 +1,1 @@
+"""Deterministic tools of the incident responder: loading, sandboxed SQL, log scanning, detection."""

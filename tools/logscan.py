@@ -1,0 +1,163 @@
+"""Log pattern scan: which message templates are new or much louder in the incident window.
+
+Counting in the window alone rewards the noisiest service; every template is compared with its
+own rate outside the window, so a steady background of warnings scores near zero however loud
+it is. Works from the message text alone: `error_kind` is reported when present, never needed.
+"""
+
+from dataclasses import asdict, dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tools.templates import mask_sql, mine_templates
+
+PROBLEM_LEVELS = ("WARN", "ERROR")
+
+
+@dataclass(frozen=True)
+class TemplateFinding:
+    service: str
+    template: str
+    level: str
+    window_count: int
+    baseline_per_min: float
+    window_per_min: float
+    lift: float
+    excess: float
+    p_value: float
+    first_seen_in_window: str | None
+    example: str
+    error_kind: str | None
+    mentions: list[str]
+
+
+def window_bounds(con: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp) -> dict:
+    """Minutes inside and outside the window over the span the logs cover."""
+    first, last = con.execute("SELECT min(ts), max(ts) FROM logs").fetchone()
+    if first is None:
+        return {"window_minutes": 0.0, "baseline_minutes": 0.0}
+    span = (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds() / 60.0 + 1.0
+    inside = (min(end, pd.Timestamp(last)) - max(start, pd.Timestamp(first))).total_seconds() / 60.0
+    inside = max(inside, 1.0)
+    return {"window_minutes": inside, "baseline_minutes": max(span - inside, 1.0)}
+
+
+def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS) -> str:
+    level_list = ", ".join(f"'{lvl}'" for lvl in levels)
+    return f"""
+        SELECT service,
+               {mask_sql('message')} AS masked,
+               count(*) FILTER (WHERE ts >= $ws AND ts < $we) AS window_count,
+               count(*) FILTER (WHERE ts < $ws OR ts >= $we) AS outside_count,
+               min(ts) FILTER (WHERE ts >= $ws AND ts < $we) AS first_in_window,
+               mode(level) AS level,
+               any_value(message) FILTER (WHERE ts >= $ws AND ts < $we) AS example_in_window,
+               any_value(message) AS example,
+               mode(error_kind) FILTER (WHERE ts >= $ws AND ts < $we AND error_kind IS NOT NULL) AS error_kind
+        FROM logs
+        WHERE level IN ({level_list})
+        GROUP BY ALL
+    """
+
+
+def log_pattern_scan(
+    con: duckdb.DuckDBPyConnection,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    top_k: int = 10,
+    min_lift: float = 3.0,
+    levels: tuple[str, ...] = PROBLEM_LEVELS,
+) -> dict:
+    """Rank WARN/ERROR templates by how much louder they are in [start, end) than outside it."""
+    groups = con.execute(scan_sql(levels), {"ws": start, "we": end}).df()
+    minutes = window_bounds(con, start, end)
+    if groups.empty:
+        return {"templates": [], "background": [], "services": [], "mentions": [], **minutes, "sql": scan_sql(levels)}
+
+    services = sorted(con.execute("SELECT DISTINCT service FROM logs").df()["service"].dropna().tolist())
+    # Mine per service: Drain would otherwise merge "call to A failed" with "call to B failed"
+    # and lose who blames whom.
+    keyed = groups["service"] + " :: " + groups["masked"]
+    template_of = mine_templates(sorted(keyed.unique()))
+    groups["template"] = keyed.map(template_of).str.split(" :: ", n=1).str[1]
+    groups["example"] = groups["example_in_window"].fillna(groups["example"])
+
+    per_template = (
+        groups.sort_values("window_count", ascending=False)
+        .groupby(["service", "template"], as_index=False)
+        .agg(
+            window_count=("window_count", "sum"),
+            outside_count=("outside_count", "sum"),
+            first_in_window=("first_in_window", "min"),
+            level=("level", "first"),
+            example=("example", "first"),
+            error_kind=("error_kind", "first"),
+        )
+    )
+    findings = _score(per_template, minutes["window_minutes"], minutes["baseline_minutes"], services)
+    significant = [f for f in findings if f.lift >= min_lift and f.p_value < 1e-3 and f.excess >= 3]
+    background = sorted(
+        (f for f in findings if f not in significant and f.window_count > 0), key=lambda f: -f.window_count
+    )
+    by_service = _service_totals(findings)
+    mentions = [
+        {"from": f.service, "to": target, "template": f.template, "window_count": f.window_count}
+        for f in significant
+        for target in f.mentions
+    ]
+    return {
+        "templates": [asdict(f) for f in significant[:top_k]],
+        "background": [asdict(f) for f in background[:5]],
+        "services": by_service,
+        "mentions": mentions,
+        **minutes,
+        "sql": scan_sql(levels),
+    }
+
+
+def _score(per_template: pd.DataFrame, window_minutes: float, baseline_minutes: float, services: list[str]) -> list[TemplateFinding]:
+    window = per_template["window_count"].to_numpy(dtype=float)
+    outside = per_template["outside_count"].to_numpy(dtype=float)
+    baseline_rate = outside / baseline_minutes
+    expected = baseline_rate * window_minutes
+    # Half a count of prior keeps never-seen-before templates finite but ranked by volume.
+    lift = (window + 0.5) / (expected + 0.5)
+    p_value = stats.poisson.sf(window - 1, np.maximum(expected, 0.5 / baseline_minutes * window_minutes))
+    excess = window - expected
+    findings = []
+    for i, row in enumerate(per_template.itertuples(index=False)):
+        first = row.first_in_window
+        findings.append(
+            TemplateFinding(
+                service=row.service,
+                template=row.template,
+                level=row.level,
+                window_count=int(row.window_count),
+                baseline_per_min=round(float(baseline_rate[i]), 4),
+                window_per_min=round(float(window[i] / window_minutes), 4),
+                lift=round(float(lift[i]), 2),
+                excess=round(float(excess[i]), 1),
+                p_value=float(p_value[i]),
+                first_seen_in_window=None if pd.isna(first) else pd.Timestamp(first).isoformat(),
+                example=str(row.example),
+                error_kind=None if pd.isna(row.error_kind) else str(row.error_kind),
+                mentions=[s for s in services if s != row.service and s in str(row.example)],
+            )
+        )
+    findings.sort(key=lambda f: -f.excess)
+    return findings
+
+
+def _service_totals(findings: list[TemplateFinding]) -> list[dict]:
+    totals: dict[str, dict] = {}
+    for f in findings:
+        entry = totals.setdefault(f.service, {"service": f.service, "window_count": 0, "excess": 0.0})
+        entry["window_count"] += f.window_count
+        entry["excess"] += max(f.excess, 0.0)
+    return sorted(
+        ({**v, "excess": round(v["excess"], 1)} for v in totals.values()), key=lambda v: -v["excess"]
+    )
