@@ -78,7 +78,7 @@ def _config(db_path: str) -> dict[str, Any]:
         "max_memory": SANDBOX_MAX_MEMORY,
         "temp_directory": db_path + TEMP_DIR_SUFFIX,
         "max_temp_directory_size": SANDBOX_MAX_TEMP_SIZE,
-        "lock_configuration": True,  # applied last by DuckDB: later SETs all fail
+        "lock_configuration": True,  # every later SET fails (checked in the tests)
     }
 
 
