@@ -572,7 +572,7 @@ def _fault_effects(fault: str, rng: np.random.Generator, L: int) -> dict[str, np
     if fault == "db_latency_ramp":
         r = ((t + 1) / L) ** rng.uniform(0.7, 1.5)
         peak = rng.uniform(25, 60)
-        eff["p95_sig"] = np.maximum(6.0 + (peak - 6.0) * r * jit(), 6.0)
+        eff["p95_sig"] = np.maximum(7.0 + (peak - 7.0) * r * jit(), 7.0)
         eff["err_sig"] = rng.uniform(3, 10) * r * jit()
         eff["rps_sig"] = -rng.uniform(0, 2) * r
         eff["log_prof"] = 0.35 + 0.65 * r
@@ -592,7 +592,7 @@ def _fault_effects(fault: str, rng: np.random.Generator, L: int) -> dict[str, np
         restart = pos == period - 1
         after = np.roll(restart, 1)
         after[0] = False
-        eff["p95_sig"] = 6.0 + rng.uniform(12, 30) * c * jit()
+        eff["p95_sig"] = 7.0 + rng.uniform(12, 30) * c * jit()
         eff["err_sig"] = (rng.uniform(1, 3) + restart * rng.uniform(20, 50) + after * rng.uniform(6, 15)) * jit()
         eff["log_prof"] = 0.3 + 0.7 * c
         eff["restart"] = restart
@@ -612,6 +612,13 @@ def _fault_effects(fault: str, rng: np.random.Generator, L: int) -> dict[str, np
     else:  # pragma: no cover - guarded by generate()
         raise AssertionError(fault)
     return eff
+
+
+_PRIMARY_METRIC = {
+    "db_latency_ramp": "p95_ms", "conn_pool_exhaustion": "error_rate", "bad_deploy": "error_rate",
+    "memory_leak": "p95_ms", "dependency_outage": "rps", "tls_cert_expiry": "error_rate",
+    "config_rate_limit": "error_rate",
+}
 
 
 def _make_metrics(rng, period_start_s, fault, window, blips):
@@ -646,6 +653,17 @@ def _make_metrics(rng, period_start_s, fault, window, blips):
     rps = rps_base * rps_mult + rps_sig * s_rps + rng.normal(0, s_rps, n)
     p95 = p95_base + p95_sig * s_p95 + rng.normal(0, s_p95, n)
     err = err_base + err_sig * s_err + rng.normal(0, s_err, n)
+    if window is not None:
+        # keep the fault's primary signal >= 6 noise-sigmas off baseline for every window
+        # minute, so the window edges are well defined whatever the noise draw
+        w = slice(*window)
+        primary = _PRIMARY_METRIC[fault]
+        if primary == "rps":
+            rps[w] = np.minimum(rps[w], rps_base[w] - 6 * s_rps)
+        elif primary == "p95_ms":
+            p95[w] = np.maximum(p95[w], p95_base[w] + 6 * s_p95)
+        else:
+            err[w] = np.maximum(err[w], err_base[w] + 6 * s_err)
     cols = {
         "rps": np.round(np.clip(rps, 1.0, None), 2),
         "p95_ms": np.round(np.clip(p95, 1.0, None), 1),
@@ -885,7 +903,7 @@ def generate(fault: str, seed: int) -> Scenario:
     shares = rng.dirichlet(np.full(len(services), 3.0))
     shares[0] += rng.uniform(0.15, 0.35)  # the entry service is the chattiest
     shares /= shares.sum()
-    v_info = rng.uniform(23_000, 50_000)
+    v_info = rng.uniform(26_000, 48_000)  # INFO lines per day (total over services)
     r0 = rng.uniform(1.5, 4.5)  # root fault lines per minute at full intensity
 
     lat_mult = {s.name: np.ones(MINUTES) for s in services}
@@ -894,8 +912,10 @@ def generate(fault: str, seed: int) -> Scenario:
         for c, (on, _via) in callers.items():
             lat_mult[c][on:window[1]] = p95_ratio[on:window[1]]
 
+    info_profile = load_norm * traffic
+    info_profile = info_profile / info_profile.mean()
     for si, s in enumerate(services):
-        lam = v_info * shares[si] * load_norm * traffic / MINUTES
+        lam = v_info * shares[si] * info_profile / MINUTES
         counts = rng.poisson(lam)
         sec = _minute_secs(rng, counts)
         minute = sec // 60
@@ -903,7 +923,7 @@ def generate(fault: str, seed: int) -> Scenario:
         tpls, wts = _pick_templates(rng, _INFO_TEMPLATES[s.role], 3, 5)
         _emit_templated(lb, s, sec, tuple(("INFO", f) for f in tpls), wts, _service_ctx(s), lat, "info")
         # background slow-request warnings
-        slow_counts = rng.poisson(lam * rng.uniform(0.002, 0.008))
+        slow_counts = rng.poisson(lam * rng.uniform(0.001, 0.004))
         sec = _minute_secs(rng, slow_counts)
         lat = s.lat_med * rng.uniform(6, 25, len(sec))
         _emit_templated(lb, s, sec, tuple(("WARN", f, "SlowRequest") for f in _SLOW_TEMPLATES),
@@ -920,7 +940,7 @@ def generate(fault: str, seed: int) -> Scenario:
     n_noisy = 1 if rng.random() < 0.5 else 2
     noisy = [candidates[i] for i in sorted(rng.choice(len(candidates), size=n_noisy, replace=False).tolist())]
     for s in noisy:
-        rate = r0 * rng.uniform(0.7, 1.8)
+        rate = r0 * rng.uniform(0.7, 1.6)
         counts = rng.poisson(rate * (0.7 + 0.3 * load_norm))
         sec = _minute_secs(rng, counts)
         lat = s.lat_med * rng.lognormal(0.3, 0.5, len(sec))
@@ -1005,7 +1025,7 @@ def generate(fault: str, seed: int) -> Scenario:
         timeouts = (1000, 2000, 3000, 5000)
         for c, (onset, via) in sorted(callers.items(), key=lambda kv: (kv[1][0], kv[0])):
             cs = by_name[c]
-            loud = rng.uniform(1.5, 3.0) if cs.role == "entry" else rng.uniform(0.6, 2.2)
+            loud = rng.uniform(1.0, 2.6) if cs.role == "entry" else rng.uniform(0.4, 2.0)
             rel = np.arange(onset, end) - start
             counts = rng.poisson(r0 * loud * np.maximum(prof[rel], 0.4))
             counts[0] = max(counts[0], 1)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 from langgraph.checkpoint.memory import InMemorySaver
 
+from graph.configuration import OFFLINE_MODEL
 from graph.graph import build_graph
 from graph.report import ARTIFACTS
 from tools.templates import mask_message, template_regex
@@ -80,11 +81,15 @@ def score_case(case: str, truth: dict, postmortem: dict, seconds: float) -> Case
 
 
 def investigate_offline(metrics: str | Path, logs: str | Path, events: str | Path | None, out_dir: str | Path, state_dir: str | Path) -> tuple[dict, float]:
-    """Run the whole graph in-process, auto-approving; returns the postmortem and the wall time."""
+    """Run the whole graph in-process, auto-approving; returns the postmortem and the wall time.
+
+    Always the embedded offline analyst (an OPENAI_API_KEY in the environment must not turn an
+    eval run into a network-bound, non-deterministic one)."""
     import json
 
     app = build_graph(InMemorySaver())
-    config = {"configurable": {"thread_id": f"eval-{uuid.uuid4().hex[:8]}", "auto_approve": True, "state_dir": str(state_dir)}, "recursion_limit": 60}
+    configurable = {"thread_id": f"eval-{uuid.uuid4().hex[:8]}", "auto_approve": True, "state_dir": str(state_dir), "model": OFFLINE_MODEL}
+    config = {"configurable": configurable, "recursion_limit": 60}
     inputs = {"metrics": str(metrics), "logs": str(logs)}
     if events and Path(events).exists():
         inputs["events"] = str(events)

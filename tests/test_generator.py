@@ -226,11 +226,11 @@ def test_root_errors_spike_inside_window(fault, seed):
     rate_in = len(inside) / win_min
     rate_out = (len(outside) + 1) / (1440 - win_min)
     assert rate_in >= 0.5
-    assert rate_in >= 15 * rate_out
+    assert rate_in >= 10 * rate_out
     # the root starts complaining in the first degraded minute and stops with the window
     assert inside["ts"].min() < start + MIN
     after = rb[(rb["ts"] >= end) & (rb["ts"] < end + 10 * MIN)]
-    assert len(after) <= 1
+    assert len(after) / 10 <= max(0.25 * rate_in, 3 * rate_out)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -31,6 +31,8 @@ def approval_request(state: IncidentState) -> dict:
 def approve(state: IncidentState, config: RunnableConfig) -> dict:
     settings = Configuration.from_runnable_config(config)
     plan = state.get("mitigations", [])
+    if not plan:
+        return {"approval": Approval(action="not-needed", by=settings.approver, at=_now(), note="no mitigation was proposed")}
     if settings.auto_approve:
         decision = Decision(action="approve", by=f"{settings.approver} (auto-approve)")
         action = "auto-approve"

@@ -1,0 +1,135 @@
+"""Message masking (Python and DuckDB must agree) and Drain template mining."""
+
+import duckdb
+import pytest
+
+from tools.templates import mask_message, mask_sql, mine_templates, template_regex
+
+TRICKY = [
+    "request 3f2a9c1e-1b2c-4d5e-8f90-abcdef012345 failed after 1500 ms",
+    "REQUEST 3F2A9C1E-1B2C-4D5E-8F90-ABCDEF012345 FAILED",
+    "upstream 10.0.12.7:8080 refused connection",
+    "connect to 192.168.1.1 timed out; retrying 10.0.0.2:5432",
+    "notify user jane.doe+alerts@example.co.uk failed",
+    "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span=00f067aa0ba902b7",
+    "user u_123 cart c_98765 not found",
+    "balance went to -42.50 after refund of 12.5",
+    "temperature -3 delta -0.25 ratio 0.5",
+    "0xdeadbeef segfault at 0x7ffd1234",
+    "retry 3/5 in 2.5s",
+    "v1.2.3.4 build 20240601",
+    "ORDER_42 in region eu-west-1",
+    "pool size=10 max=10 waiting=37",
+    "it's a 'quoted' value 7",
+    "path /api/v2/users/1234/orders?limit=50",
+    "tab\tseparated 5\nsecond line 6",
+    "no numbers here",
+    "",
+]
+
+
+def sql_masks(messages: list[str]) -> list[str]:
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE m(i INTEGER, message VARCHAR)")
+        con.executemany("INSERT INTO m VALUES (?, ?)", list(enumerate(messages)))
+        return [r[0] for r in con.execute(f"SELECT {mask_sql('message')} FROM m ORDER BY i").fetchall()]
+    finally:
+        con.close()
+
+
+def test_python_masking_equals_duckdb_masking():
+    assert [mask_message(m) for m in TRICKY] == sql_masks(TRICKY)
+
+
+@pytest.mark.parametrize(
+    ("message", "masked"),
+    [
+        ("request 3f2a9c1e-1b2c-4d5e-8f90-abcdef012345 failed after 1500 ms", "request <UUID> failed after <NUM> ms"),
+        ("upstream 10.0.12.7:8080 refused connection", "upstream <IP> refused connection"),
+        ("notify user jane.doe+alerts@example.co.uk failed", "notify user <EMAIL> failed"),
+        ("trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span=00f067aa0ba902b7", "trace_id=<HEX> span=<HEX>"),
+        ("user u_123 cart c_98765 not found", "user <ID> cart <ID> not found"),
+        ("balance went to -42.50 after refund of 12.5", "balance went to <NUM> after refund of <NUM>"),
+        ("0xdeadbeef segfault", "<HEX> segfault"),
+        ("no numbers here", "no numbers here"),
+    ],
+)
+def test_each_kind_of_id_becomes_one_token(message, masked):
+    assert mask_message(message) == masked
+
+
+def test_masking_makes_variants_of_one_message_identical():
+    a = mask_message("user u_1 from 10.1.1.1:443 paid 12.50 (trace 4bf92f3577b34da6)")
+    b = mask_message("user u_98765 from 192.168.100.200:8080 paid -3 (trace 00f067aa0ba902b7)")
+    assert a == b
+
+
+@pytest.mark.xfail(strict=True, reason="Python re is Unicode-aware (\\d, \\b); RE2 in DuckDB is ASCII-only")
+def test_python_and_duckdb_agree_on_non_ascii_text():
+    messages = ["café_12 éu_123 x", "fullwidth １２３ arabic ٣٤"]
+    assert [mask_message(m) for m in messages] == sql_masks(messages)
+
+
+# --- mining -------------------------------------------------------------------------------------
+
+RAW = [
+    msg
+    for i in range(20)
+    for msg in (
+        f"payment {i * 37} for user u_{i} declined by gateway 10.0.0.{i}:443",
+        f"connection pool exhausted: {i} of 50 in use, waiting {i * 3} ms",
+        f"user u_{i} logged in from {i}.{i}.{i}.{i}",
+        f"order {i} shipped to alice{i}@example.com",
+        f"shard {'abcdefghijklmnopqrst'[i]} rebalanced",
+    )
+]
+
+
+def test_templates_match_their_own_messages():
+    masked = sorted({mask_message(m) for m in RAW})
+    template_of = mine_templates(masked)
+
+    assert set(template_of) == set(masked)
+    for message, template in template_of.items():
+        assert template_regex(template).match(message), (template, message)
+
+
+def test_messages_of_different_shapes_stay_apart():
+    masked = sorted({mask_message(m) for m in RAW})
+    template_of = mine_templates(masked)
+
+    # Five shapes in, five templates out; the shard letters vary, so Drain generalises them.
+    assert len(set(template_of.values())) == 5
+    assert template_of[mask_message("shard a rebalanced")] == "shard <*> rebalanced"
+    pool = template_of[mask_message("connection pool exhausted: 3 of 50 in use, waiting 9 ms")]
+    login = template_of[mask_message("user u_3 logged in from 3.3.3.3")]
+    assert pool != login
+    assert not template_regex(pool).match(mask_message("user u_3 logged in from 3.3.3.3"))
+    assert not template_regex(login).match(mask_message("connection pool exhausted: 3 of 50 in use, waiting 9 ms"))
+
+
+def test_service_prefix_keeps_services_apart():
+    # logscan mines "service :: masked"; the same text from two services must stay two templates.
+    msgs = ["checkout :: upstream timeout", "payments :: upstream timeout", "checkout :: cart <NUM> empty"]
+    template_of = mine_templates(msgs)
+    assert len(set(template_of.values())) == 3
+    assert all(t.startswith(m.split(" :: ")[0] + " :: ") for m, t in template_of.items())
+
+
+def test_template_regex_wildcards_and_literals():
+    rx = template_regex("call to <*> failed: timeout (after <NUM> ms)")
+    assert rx.match("call to payments failed: timeout (after <NUM> ms)")
+    assert rx.match("call to payments eu-west failed: timeout (after <NUM> ms)")  # <*> spans tokens
+    assert not rx.match("call to  failed: timeout (after <NUM> ms)")  # but not zero tokens
+    assert not rx.match("call to payments failed: timeout (after <NUM> ms) again")  # anchored
+    assert not rx.match("call to payments failed: timeout after <NUM> ms")  # parentheses are literal
+    assert template_regex("a.b").match("a.b") and not template_regex("a.b").match("axb")
+
+
+@pytest.mark.xfail(strict=True, reason="Drain re-joins tokens with single spaces; template_regex expects exactly that")
+def test_template_regex_matches_messages_with_irregular_whitespace():
+    messages = ["worker  <NUM> stalled", "job\t<NUM> done", "lease lost "]
+    template_of = mine_templates(messages)
+    for message, template in template_of.items():
+        assert template_regex(template).match(message), (template, message)
