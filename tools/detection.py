@@ -65,13 +65,20 @@ def metric_direction(name: str) -> Direction:
 
 
 def regular_grid(metrics: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    """Put the metrics on a regular time grid (missing points become NaN)."""
-    frame = metrics.sort_values("ts").drop_duplicates("ts").set_index("ts")
+    """Put the metrics on a regular time grid (missing points become NaN).
+
+    The step is the median spacing rounded to whole minutes (or seconds below a minute), and
+    timestamps are snapped to it, so a scraper's few seconds of jitter loses no points.
+    """
+    frame = metrics.sort_values("ts")
     if len(frame) < 2:
-        return frame, 60.0
-    step = pd.Series(frame.index).diff().median()
-    grid = pd.date_range(frame.index[0], frame.index[-1], freq=step)
-    return frame.reindex(grid), step.total_seconds()
+        return frame.drop_duplicates("ts").set_index("ts"), 60.0
+    median = frame["ts"].diff().median().total_seconds()
+    step_s = 60.0 * round(median / 60.0) if median >= 60 else max(float(round(median)), 1.0)
+    step = pd.Timedelta(seconds=step_s)
+    snapped = frame.assign(ts=frame["ts"].dt.round(step)).groupby("ts").mean(numeric_only=True)
+    grid = pd.date_range(snapped.index[0], snapped.index[-1], freq=step)
+    return snapped.reindex(grid), step_s
 
 
 def robust_z(
@@ -89,7 +96,7 @@ def robust_z(
     for iteration in range(iterations):
         width = wide_points if iteration == 0 else window_points
         filled = masked.interpolate(limit_direction="both")
-        baseline = filled.rolling(width, center=True, min_periods=1).median()
+        baseline = centred_median(filled, width)
         residual = series - baseline
         clean = residual[masked.notna()]
         mad = float(np.nanmedian(np.abs(clean - np.nanmedian(clean)))) if len(clean) else 0.0
@@ -100,6 +107,17 @@ def robust_z(
         anomalous = ndimage.binary_dilation(anomalous, iterations=5)
         masked = series.mask(anomalous)
     return np.nan_to_num(z, nan=0.0)
+
+
+def centred_median(series: pd.Series, width: int) -> pd.Series:
+    """Centred rolling median with odd-reflected ends, so a slope at either end of the data is
+    continued instead of flattened (a flattened end reads as an anomaly)."""
+    pad = min(width // 2, len(series) - 1)
+    values = series.to_numpy()
+    head = 2 * values[0] - values[pad:0:-1]
+    tail = 2 * values[-1] - values[-2 : -pad - 2 : -1]
+    padded = pd.Series(np.concatenate([head, values, tail]))
+    return pd.Series(padded.rolling(width, center=True, min_periods=1).median().to_numpy()[pad : pad + len(values)], index=series.index)
 
 
 def directional(z: np.ndarray, direction: Direction) -> np.ndarray:

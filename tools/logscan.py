@@ -5,6 +5,7 @@ own rate outside the window, so a steady background of warnings scores near zero
 it is. Works from the message text alone: `error_kind` is reported when present, never needed.
 """
 
+import re
 from dataclasses import asdict, dataclass
 
 import duckdb
@@ -79,12 +80,17 @@ def log_pattern_scan(
         return {"templates": [], "background": [], "services": [], "mentions": [], **minutes, "sql": scan_sql(levels)}
 
     services = sorted(con.execute("SELECT DISTINCT service FROM logs").df()["service"].dropna().tolist())
-    # Mine per service: Drain would otherwise merge "call to A failed" with "call to B failed"
-    # and lose who blames whom.
+    # Mine per service so that templates never mix services; who-blames-whom is read from every
+    # masked message before mining, because Drain may merge "call to A failed" with "call to B failed".
     keyed = groups["service"] + " :: " + groups["masked"]
     template_of = mine_templates(sorted(keyed.unique()))
     groups["template"] = keyed.map(template_of).str.split(" :: ", n=1).str[1]
     groups["example"] = groups["example_in_window"].fillna(groups["example"])
+    name_pattern = mention_pattern(services)
+    groups["mentions"] = [
+        sorted({n for n in name_pattern.findall(text) if n != own}) if name_pattern else []
+        for text, own in zip(groups["masked"], groups["service"])
+    ]
 
     per_template = (
         groups.sort_values("window_count", ascending=False)
@@ -96,9 +102,10 @@ def log_pattern_scan(
             level=("level", "first"),
             example=("example", "first"),
             error_kind=("error_kind", "first"),
+            mentions=("mentions", lambda lists: sorted({n for names in lists for n in names})),
         )
     )
-    findings = _score(per_template, minutes["window_minutes"], minutes["baseline_minutes"], services)
+    findings = _score(per_template, minutes["window_minutes"], minutes["baseline_minutes"])
     significant = [f for f in findings if f.lift >= min_lift and f.p_value < 1e-3 and f.excess >= 3]
     background = sorted(
         (f for f in findings if f not in significant and f.window_count > 0), key=lambda f: -f.window_count
@@ -119,7 +126,15 @@ def log_pattern_scan(
     }
 
 
-def _score(per_template: pd.DataFrame, window_minutes: float, baseline_minutes: float, services: list[str]) -> list[TemplateFinding]:
+def mention_pattern(services: list[str]) -> re.Pattern[str] | None:
+    """Matches whole service names in a message ('cart' is not found inside 'cart-api')."""
+    if not services:
+        return None
+    names = "|".join(re.escape(s) for s in sorted(services, key=len, reverse=True))
+    return re.compile(rf"(?<![\w.-])({names})(?![\w-])")
+
+
+def _score(per_template: pd.DataFrame, window_minutes: float, baseline_minutes: float) -> list[TemplateFinding]:
     window = per_template["window_count"].to_numpy(dtype=float)
     outside = per_template["outside_count"].to_numpy(dtype=float)
     baseline_rate = outside / baseline_minutes
@@ -145,7 +160,7 @@ def _score(per_template: pd.DataFrame, window_minutes: float, baseline_minutes: 
                 first_seen_in_window=None if pd.isna(first) else pd.Timestamp(first).isoformat(),
                 example=str(row.example),
                 error_kind=None if pd.isna(row.error_kind) else str(row.error_kind),
-                mentions=[s for s in services if s != row.service and s in str(row.example)],
+                mentions=list(row.mentions),
             )
         )
     findings.sort(key=lambda f: -f.excess)

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 
 # Ordered: the first mechanism whose pattern matches wins.
 MECHANISM_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("connection_pool", r"pool|too many connections|connections? (?:exhausted|limit)|no (?:free|available) connection"),
-    ("memory", r"\boom|out of memory|memory|heap|gc overhead|killed|rss"),
-    ("tls_certificate", r"tls|ssl|certificate|x509|handshake|cert\b"),
+    ("connection_pool", r"\bpool\b|too many connections|connections? (?:exhausted|limit)|no (?:free|available) connection"),
+    ("memory", r"\boom\b|out of memory|memory|heap|gc overhead|killed|\brss\b"),
+    ("tls_certificate", r"tls|ssl|certificate|x509|handshake|\bcert\b"),
     ("rate_limit", r"rate.?limit|throttl|\b429\b|quota|too many requests"),
     ("deadlock", r"deadlock|lock wait|lock timeout"),
     ("disk", r"disk|no space|enospc|volume full|inode"),
-    ("dependency_down", r"refused|unreachable|no route|dns|unavailable|\b503\b|connection reset|econn"),
+    ("dependency_down", r"refused|unreachable|no route|\bdns\b|unavailable|\b503\b|connection reset|econn"),
     ("slow_dependency", r"slow|took <num>|latency|timeout|timed out|deadline"),
-    ("crash_on_release", r"exception|panic|nullpointer|null pointer|segfault|traceback|stack|undefined|nil"),
+    ("crash_on_release", r"exception|panic|nullpointer|null pointer|segfault|traceback|stack ?trace|undefined|\bnil\b"),
 )
 
 

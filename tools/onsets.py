@@ -1,9 +1,9 @@
 """Per-service error onsets: who started failing first.
 
-Each service's WARN/ERROR count per minute is tested against its own rate outside the window
-(Poisson tail), so a service that always logs errors has no onset, and a quiet one that
-suddenly logs a few does. The onset is the first significant minute that starts a sustained
-run, refined to the timestamp of that minute's first problem line.
+Each service's WARN/ERROR counts are tested against its own rate outside the window (Poisson
+tail over short trailing sums), so a service that always logs errors has no onset, and a quiet
+one that starts logging a slow trickle does. The onset is the start of the first sustained rise,
+refined to the timestamp of that minute's first problem line.
 """
 
 import duckdb
@@ -37,6 +37,36 @@ def baseline_sql(levels: tuple[str, ...] = PROBLEM_LEVELS) -> str:
     """
 
 
+def first_sustained_rise(
+    counts: np.ndarray, expected_per_min: float, alpha: float, span: int, sustain_count: int
+) -> int | None:
+    """Index of the minute a sustained rise starts, or None.
+
+    A trailing `span`-minute sum is tested against the baseline (a slow ramp of one line a
+    minute is caught, where per-minute tests miss it); the rise must stay significant in at
+    least `sustain_count` of the following `span * 2` minutes. Its start is the earliest minute
+    from which the counts up to the first significant minute are themselves significant, so a
+    stray background line minutes earlier does not pull the onset back.
+    """
+    n = len(counts)
+    span = min(span, n)
+    trailing = np.convolve(counts, np.ones(span), mode="full")[:n]
+    significant = stats.poisson.sf(trailing - 1, expected_per_min * span) < alpha
+    ahead = min(span * 2, n)
+    sustained = np.convolve(significant, np.ones(ahead), mode="full")[ahead - 1 :][:n] >= sustain_count
+    hits = np.flatnonzero(significant & sustained)
+    if len(hits) == 0:
+        return None
+    first = int(hits[0])
+    for start in range(max(0, first - span + 1), first + 1):
+        if counts[start] == 0:
+            continue
+        total = counts[start : first + 1].sum()
+        if stats.poisson.sf(total - 1, expected_per_min * (first - start + 1)) < alpha:
+            return start
+    return first
+
+
 def service_error_onsets(
     con: duckdb.DuckDBPyConnection,
     start: pd.Timestamp,
@@ -44,7 +74,7 @@ def service_error_onsets(
     *,
     lookback_minutes: int = 60,
     alpha: float = 1e-4,
-    sustain_minutes: int = 10,
+    sustain_minutes: int = 5,
     sustain_count: int = 3,
 ) -> dict:
     """Rank services by when their problem lines became significantly more frequent."""
@@ -67,10 +97,7 @@ def service_error_onsets(
         rate = float(base.loc[service, "outside_errors"]) / outside_minutes
         # A floor of one line per ten hours keeps a never-failing service from testing at zero.
         expected = max(rate, 1.0 / 600.0)
-        significant = stats.poisson.sf(counts - 1, expected) < alpha
-        window_len = min(sustain_minutes, len(significant))
-        sustained = np.convolve(significant, np.ones(window_len), mode="full")[window_len - 1 :][: len(significant)]
-        starts = np.flatnonzero(significant & (sustained >= sustain_count))
+        onset_index = first_sustained_rise(counts, expected, alpha, sustain_minutes, sustain_count)
         in_window = grid >= start
         entry = {
             "service": service,
@@ -78,13 +105,12 @@ def service_error_onsets(
             "window_errors": int(counts[in_window].sum()),
             "window_per_min": round(float(counts[in_window].mean()) if in_window.any() else 0.0, 3),
         }
-        if len(starts) == 0:
+        if onset_index is None:
             quiet.append(entry)
             continue
-        onset = first_ts.iloc[starts[0]]
+        onset = first_ts.iloc[onset_index]
         entry["onset"] = pd.Timestamp(onset).isoformat()
         entry["onset_minutes_from_window_start"] = round((pd.Timestamp(onset) - start).total_seconds() / 60.0, 2)
-        entry["significant_minutes"] = int(significant.sum())
         onsets.append(entry)
     onsets.sort(key=lambda e: e["onset"])
     for rank, entry in enumerate(onsets, start=1):

@@ -22,7 +22,8 @@ MASKS: tuple[tuple[str, str], ...] = (
     (r"\b[A-Za-z]+_\d+\b", "<ID>"),
     (r"-?\d+(?:\.\d+)?", "<NUM>"),
 )
-_COMPILED = tuple((re.compile(p), r) for p, r in MASKS)
+# re.ASCII: RE2 (DuckDB) treats \d and \b as ASCII only.
+_COMPILED = tuple((re.compile(p, re.ASCII), r) for p, r in MASKS)
 
 logging.getLogger("drain3").setLevel(logging.WARNING)
 
@@ -60,6 +61,10 @@ def mine_templates(messages: list[str], similarity: float = 0.5) -> dict[str, st
 
 
 def template_regex(template: str) -> re.Pattern[str]:
-    """A regex that matches the masked messages a template stands for (`<*>` = one or more tokens)."""
-    parts = [re.escape(p) for p in template.split("<*>")]
-    return re.compile(r"^" + r"\S+(?:\s\S+)*?".join(parts) + r"$")
+    """A regex matching the masked messages a template stands for.
+
+    Drain re-joins tokens with single spaces, so any run of whitespace matches a space, and
+    `<*>` matches one or more tokens.
+    """
+    tokens = [r"\S+(?:\s+\S+)*?" if token == "<*>" else re.escape(token) for token in template.split()]
+    return re.compile(r"^\s*" + r"\s+".join(tokens) + r"\s*$")
