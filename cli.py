@@ -182,6 +182,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_investigate(args, auto_approve=True)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evals.suite import eval_folder
+
+    settings = Configuration.from_runnable_config({})
+    return eval_folder(args.cases_dir, args.report, work_root=Path(settings.state_dir) / "eval")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="incident-graph", description="Offline-first AI incident responder.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,6 +229,11 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, required=True)
     gen.add_argument("--out", required=True)
     gen.set_defaults(func=cmd_generate)
+
+    ev = sub.add_parser("eval", help="score the offline product (and a naive baseline) on a folder of labelled cases")
+    ev.add_argument("cases_dir", metavar="CASES_DIR", help="one sub-folder per case: metrics.csv, logs.csv, [events.csv], truth.json")
+    ev.add_argument("--report", metavar="FILE", default=None, help="also write the results as Markdown to FILE")
+    ev.set_defaults(func=cmd_eval)
     return p
 
 

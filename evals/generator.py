@@ -857,7 +857,7 @@ def generate(fault: str, seed: int) -> Scenario:
     spec = _SPECS.get(fault)
 
     period_start = _EPOCH_2025 + 60 * int(rng.integers(0, _PERIOD_CHOICES + 1))
-    services, edges, down = _build_topology(rng)
+    services, edges, _down = _build_topology(rng)
     by_name = {s.name: s for s in services}
     names = [s.name for s in services]
     has_error_kind = bool(rng.random() < 0.5)
@@ -968,8 +968,8 @@ def generate(fault: str, seed: int) -> Scenario:
         caller_kind = str(spec.caller_kinds[rng.integers(len(spec.caller_kinds))])
         root_ctx = _service_ctx(root)
         poolname = str(rng.choice(["HikariPool-1", "primary", "pgbouncer", "db-main"]))
-        cls_name = str(rng.choice(["OrderMapper", "PricingService", "LedgerEntryCodec", "CartAssembler",
-                                   "PaymentRouter", "ProfileResolver"]))
+        cls_name = root.word.capitalize() + str(rng.choice(["Mapper", "Service", "EntryCodec", "Assembler",
+                                                            "Router", "Resolver", "Controller"]))
         details = {
             "NullPointerException": (f'Cannot invoke "{cls_name}.getCurrency()" because "order.pricing" is null',
                                      'Cannot read field "amount" because "line" is null'),
@@ -1086,9 +1086,9 @@ def generate(fault: str, seed: int) -> Scenario:
     ev_rows.sort(key=lambda r: r[0])
     events = pd.DataFrame({
         "ts": pd.to_datetime(np.array([r[0] for r in ev_rows], dtype=np.int64), unit="s", utc=True),
-        "service": pd.Series([r[1] for r in ev_rows], dtype=object),
-        "kind": pd.Series([r[2] for r in ev_rows], dtype=object),
-        "description": pd.Series([r[3] for r in ev_rows], dtype=object),
+        "service": [r[1] for r in ev_rows],
+        "kind": [r[2] for r in ev_rows],
+        "description": [r[3] for r in ev_rows],
     })
 
     # --- truth ------------------------------------------------------------------------------

@@ -117,13 +117,27 @@ def log_pattern_scan(
         for target in f.mentions
     ]
     return {
-        "templates": [asdict(f) for f in significant[:top_k]],
+        "templates": [asdict(f) for f in top_per_service(significant, top_k)],
         "background": [asdict(f) for f in background[:5]],
         "services": by_service,
         "mentions": mentions,
         **minutes,
         "sql": scan_sql(levels),
     }
+
+
+def top_per_service(findings: list[TemplateFinding], top_k: int) -> list[TemplateFinding]:
+    """Each service's loudest finding first (by excess), then the next loudest up to `top_k`.
+
+    A quiet root cause must not be crowded out by its louder callers' templates, neither here
+    nor when a long list is shortened from its tail to fit a model's context.
+    """
+    best_of_service: dict[str, TemplateFinding] = {}
+    for f in findings:
+        best_of_service.setdefault(f.service, f)
+    leaders = list(best_of_service.values())
+    rest = [f for f in findings if f not in leaders][: max(top_k - len(leaders), 0)]
+    return leaders + rest
 
 
 def mention_pattern(services: list[str]) -> re.Pattern[str] | None:
