@@ -1,4 +1,4 @@
-"""The `incident-graph` command: demo, investigate, resume, generate.
+"""The `incident-graph` command: demo, investigate, resume, generate, eval, serve.
 
 A contract other tools depend on: flags and exit codes are documented in the README
 (0 done, 2 bad input or usage, 3 waiting for approval, 1 anything else).
@@ -48,10 +48,18 @@ def checkpoint_path(settings: Configuration) -> Path:
     return Path(settings.state_dir) / "checkpoints.sqlite"
 
 
+MODEL_FLAGS = ("model", "base_url", "temperature", "max_steps", "token_budget")
+
+
 def run_config(args: argparse.Namespace, thread_id: str, auto_approve: bool) -> dict:
     configurable = {"thread_id": thread_id, "auto_approve": auto_approve}
     if args.state_dir:
         configurable["state_dir"] = args.state_dir
+    for name in MODEL_FLAGS:
+        if getattr(args, name, None) is not None:
+            configurable[name] = getattr(args, name)
+    if getattr(args, "no_redact", False):
+        configurable["redact"] = False
     return {"configurable": configurable, "recursion_limit": 60}
 
 
@@ -189,6 +197,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_folder(args.cases_dir, args.report, work_root=Path(settings.state_dir) / "eval")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import server
+
+    server.serve(host=args.host, port=args.port)
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="incident-graph", description="Offline-first AI incident responder.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -197,6 +212,13 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", required=True, help="directory for postmortem.json, postmortem.md, timeline.png")
         sp.add_argument("--state-dir", default=None, help="checkpoints and work databases (default $INCIDENT_GRAPH_HOME or ~/.incident-graph)")
         sp.add_argument("--quiet", action="store_true", help="no per-node progress lines")
+        llm = sp.add_argument_group("model (default: the offline analyst; OPENAI_API_KEY / OPENAI_BASE_URL select an LLM)")
+        llm.add_argument("--model", default=None, help="chat model name, or 'offline-analyst'")
+        llm.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server)")
+        llm.add_argument("--temperature", type=float, default=None)
+        llm.add_argument("--max-steps", type=int, default=None, help="ReAct steps before the investigation must conclude")
+        llm.add_argument("--token-budget", type=int, default=None, help="tokens in + out one run may spend on the model")
+        llm.add_argument("--no-redact", action="store_true", help="send identifiers to the model unmasked")
 
     demo = sub.add_parser("demo", help="generate a scenario and investigate it (auto-approve)")
     demo.add_argument("--fault", default="conn_pool_exhaustion")
@@ -234,6 +256,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("cases_dir", metavar="CASES_DIR", help="one sub-folder per case: metrics.csv, logs.csv, [events.csv], truth.json")
     ev.add_argument("--report", metavar="FILE", default=None, help="also write the results as Markdown to FILE")
     ev.set_defaults(func=cmd_eval)
+
+    srv = sub.add_parser("serve", help="the HTTP API, LangServe routes and the approval page")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.set_defaults(func=cmd_serve)
     return p
 
 

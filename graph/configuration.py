@@ -20,6 +20,10 @@ class Configuration:
     base_url: str | None = None
     temperature: float = 0.0
     max_steps: int = 8
+    token_budget: int = 200_000
+    redact: bool = True
+    llm_retries: int = 2
+    llm_timeout_s: float = 60.0
     critic_rounds: int = 2
     auto_approve: bool = False
     sql_timeout_s: float = 5.0
