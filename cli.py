@@ -6,6 +6,7 @@ A contract other tools depend on: flags and exit codes are documented in the REA
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import uuid
@@ -21,6 +22,20 @@ from graph.configuration import Configuration
 from graph.graph import NODE_ORDER, build_graph
 from graph.state import STATE_MODELS
 from tools.loader import InputError
+from tools.sources.datasets import has_glob, is_dataset
+from tools.sources.logformats import LOG_FORMATS
+from tools.sources.prometheus import (
+    endpoint_and_headers,
+    fetch_metrics,
+    load_queries_file,
+    parse_header_flag,
+    parse_query_flag,
+    resolve_range,
+    write_metrics,
+)
+
+PROMETHEUS_TOKEN_ENV = "INCIDENT_GRAPH_PROMETHEUS_TOKEN"
+PROMETHEUS_ONLY_FLAGS = ("query", "queries", "since", "until", "step", "prometheus_header")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAITING = 0, 1, 2, 3
 
@@ -29,17 +44,41 @@ class CheckpointError(RuntimeError):
     pass
 
 
+# The columns SqliteSaver reads: a file without them is not ours (or is damaged).
+CHECKPOINT_COLUMNS = {
+    "checkpoints": "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata",
+    "writes": "thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value",
+}
+
+
 @contextmanager
 def open_checkpointer(path: Path) -> Iterator[SqliteSaver]:
-    """The SQLite checkpointer at `path`; a corrupt or unreadable file is an error, never a fresh start."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False)
+    """The SQLite checkpointer at `path`; a corrupt, foreign or unreachable file is an error, never a fresh start."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"state directory {path.parent} cannot be created: {exc.strerror}") from exc
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"checkpoint database {path} is not a file")
+    existing = path.exists() and path.stat().st_size > 0
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise CheckpointError(f"checkpoint database {path} cannot be opened: {exc}") from exc
     try:
         try:
-            conn.execute("PRAGMA schema_version").fetchone()
+            # quick_check reads every page: a file damaged past its header fails here, not mid-run.
+            problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise CheckpointError(f"checkpoint database {path} is corrupt: {problem}")
+            if existing:  # checked before setup(), which would add our tables to a foreign database
+                for table, columns in CHECKPOINT_COLUMNS.items():
+                    conn.execute(f"SELECT {columns} FROM {table} LIMIT 0")
+            saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=STATE_MODELS))
+            saver.setup()
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(f"checkpoint database {path} is unreadable: {exc}") from exc
-        yield SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=STATE_MODELS))
+        yield saver
     finally:
         conn.close()
 
@@ -65,13 +104,17 @@ def run_config(args: argparse.Namespace, thread_id: str, auto_approve: bool) -> 
 
 def stream(app, payload, config: dict, quiet: bool) -> dict:
     """Run the graph, printing one line per finished node; returns the final state values."""
-    for update in app.stream(payload, config, stream_mode="updates", subgraphs=True):
+    # durability="sync": a step's checkpoint is on disk before the next step starts, so a crash
+    # (SIGKILL, power loss) costs at most the step that was running.
+    for update in app.stream(payload, config, stream_mode="updates", subgraphs=True, durability="sync"):
         namespace, chunk = update
+        # On resume, writes a node saved before a crash are replayed, not recomputed.
+        restored = "(restored from checkpoint) " if (chunk.get("__metadata__") or {}).get("cached") else ""
         for node, value in chunk.items():
-            if node == "__interrupt__" or quiet:
+            if node in ("__interrupt__", "__metadata__") or quiet:
                 continue
             where = "investigate/" if namespace else ""
-            print(f"[{where}{node}] {describe(node, value)}", flush=True)
+            print(f"[{where}{node}] {restored}{describe(node, value)}", flush=True)
     return app.get_state(config)
 
 
@@ -127,18 +170,68 @@ def finish(app, state, config: dict, args: argparse.Namespace, thread_id: str) -
     return EXIT_OK
 
 
+def metrics_input(args: argparse.Namespace, settings: Configuration, thread_id: str) -> dict:
+    """The metrics inputs: --metrics as given, or the --prometheus queries fetched now into the
+    thread's work folder plus where they came from (server without credentials, queries, range)
+    for the postmortem. Credentials stay in this process, never in a checkpoint."""
+    if not getattr(args, "prometheus", None):
+        given = ["--" + name.replace("_", "-") for name in PROMETHEUS_ONLY_FLAGS if getattr(args, name, None)]
+        if given:
+            raise ValueError(f"{', '.join(given)} need --prometheus URL (the metrics come from --metrics {args.metrics})")
+        return {"metrics": str(Path(args.metrics).resolve())}
+    queries: dict[str, str] = {}
+    step = args.step
+    if args.queries:
+        queries, file_step = load_queries_file(args.queries)
+        step = step or file_step
+    for flag in args.query or []:
+        name, promql = parse_query_flag(flag)
+        queries[name] = promql
+    headers = dict(parse_header_flag(h) for h in args.prometheus_header or [])
+    window = resolve_range(args.since, args.until, step)
+    frame = fetch_metrics(args.prometheus, queries, window, headers=headers,
+                          bearer_token=os.environ.get(PROMETHEUS_TOKEN_ENV) or None)
+    path = Path(settings.state_dir) / "work" / f"{thread_id}.prometheus.parquet"
+    if not args.quiet:
+        print(f"prometheus: {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, {len(frame)} points "
+              f"from {window.start.isoformat()} to {window.end.isoformat()} every {window.step_s:g}s", flush=True)
+    _, server, _ = endpoint_and_headers(args.prometheus)
+    source = {"server": server, "queries": queries, "start": window.start.isoformat(), "end": window.end.isoformat(), "step_seconds": window.step_s}
+    return {"metrics": str(write_metrics(frame, path)), "metrics_source": source}
+
+
+def logs_input(logs: str) -> str:
+    """A file or Parquet directory as an absolute path; a glob pattern stays a pattern."""
+    return os.path.abspath(os.path.expanduser(logs)) if is_dataset(logs) and has_glob(logs) else str(Path(logs).resolve())
+
+
+def parse_log_fields(flags: list[str]) -> dict[str, str]:
+    fields = {}
+    for flag in flags:
+        target, sep, source = flag.partition("=")
+        if not sep or not target.strip() or not source.strip():
+            raise ValueError(f"--log-field {flag!r}: expected TARGET=SOURCE.PATH, e.g. --log-field service=kubernetes.labels.app")
+        fields[target.strip()] = source.strip()
+    return fields
+
+
 def cmd_investigate(args: argparse.Namespace, auto_approve: bool | None = None) -> int:
     thread_id = args.thread_id or f"incident-{uuid.uuid4().hex[:12]}"
     approve = args.auto_approve if auto_approve is None else auto_approve
     config = run_config(args, thread_id, approve)
     settings = Configuration.from_runnable_config(config)
-    inputs = {"metrics": str(Path(args.metrics).resolve()), "logs": str(Path(args.logs).resolve())}
-    if args.events:
-        inputs["events"] = str(Path(args.events).resolve())
     with open_checkpointer(checkpoint_path(settings)) as saver:
         app = build_graph(saver)
         if app.get_state(config).values:
             raise CheckpointError(f"thread {thread_id} already exists; use `incident-graph resume` or a new --thread-id")
+        inputs = {**metrics_input(args, settings, thread_id), "logs": logs_input(args.logs)}
+        if args.events:
+            inputs["events"] = str(Path(args.events).resolve())
+        log_format = getattr(args, "log_format", "auto")
+        if log_format != "auto":
+            inputs["log_format"] = log_format
+        if getattr(args, "log_field", None):
+            inputs["log_fields"] = parse_log_fields(args.log_field)
         print(f"thread {thread_id} (model: {settings.model})", flush=True)
         state = stream(app, {"inputs": inputs, "out_dir": str(Path(args.out).resolve())}, config, args.quiet)
         return finish(app, state, config, args, thread_id)
@@ -152,18 +245,23 @@ def cmd_resume(args: argparse.Namespace) -> int:
         snapshot = app.get_state(config)
         if not snapshot.values:
             raise CheckpointError(f"no thread {args.thread_id} in {checkpoint_path(settings)}")
-        if not snapshot.next:
+        # `next` is also empty when a crash hit after a node's writes were saved but before the
+        # following checkpoint: only a thread with no task left has finished.
+        if not snapshot.next and not snapshot.tasks:
             print(f"thread {args.thread_id} is already finished: {snapshot.values.get('artifacts')}")
             return EXIT_OK
-        if snapshot.values.get("approval") is None and "approve" in snapshot.next:
-            if not (args.approve or args.reject or args.plan):
+        decided = bool(args.approve or args.reject or args.plan)
+        if not any(task.interrupts for task in snapshot.tasks):
+            if decided:  # the plan was never shown: the decision waits until it has been
+                print(f"thread {args.thread_id} stopped before asking for approval; continuing it first", file=sys.stderr)
+            payload = None  # interrupted mid-run (crash): carry on from the last checkpoint
+        else:
+            if not decided:
                 raise CheckpointError(f"thread {args.thread_id} waits for approval: pass --approve, --reject NOTE or --plan FILE")
             decision = {"action": "approve", "by": args.by} if args.approve else {"action": "reject", "note": args.reject, "by": args.by}
             if args.plan:
                 decision = {"action": "edit", "by": args.by, "mitigations": json.loads(Path(args.plan).read_text())}
             payload = Command(resume=decision)
-        else:
-            payload = None  # interrupted mid-run (crash): carry on from the last checkpoint
         state = stream(app, payload, config, args.quiet)
         return finish(app, state, config, args, args.thread_id)
 
@@ -200,7 +298,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import server
 
-    server.serve(host=args.host, port=args.port)
+    server.serve(host=args.host, port=args.port, workers=args.workers)
     return EXIT_OK
 
 
@@ -228,8 +326,21 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     inv = sub.add_parser("investigate", help="investigate metrics + logs (+ events)")
-    inv.add_argument("--metrics", required=True)
-    inv.add_argument("--logs", required=True)
+    metrics = inv.add_argument_group("metrics (one of --metrics FILE or --prometheus URL)")
+    source = metrics.add_mutually_exclusive_group(required=True)
+    source.add_argument("--metrics", help="CSV/TSV/Parquet/NDJSON file: ts + numeric columns")
+    source.add_argument("--prometheus", metavar="URL", help="Prometheus-compatible server (http://host:9090); read with /api/v1/query_range")
+    metrics.add_argument("--query", action="append", metavar="NAME=PROMQL", help="a named PromQL query; the name becomes the metrics column (repeatable)")
+    metrics.add_argument("--queries", metavar="FILE.yaml", help="named queries: 'queries: {NAME: PROMQL}' (optional 'step: 60s')")
+    metrics.add_argument("--since", help="start: ISO 8601 (Z or offset), epoch seconds, or a duration before --until like 24h (default 24h)")
+    metrics.add_argument("--until", help="end: ISO 8601, epoch seconds, or now (default now)")
+    metrics.add_argument("--step", help="query resolution like 60s (default: 1 min, coarser when needed to stay within 11,000 points)")
+    metrics.add_argument("--prometheus-header", action="append", metavar="'NAME: VALUE'",
+                         help=f"extra HTTP header (repeatable), e.g. 'X-Scope-OrgID: tenant'; a bearer token is read from ${PROMETHEUS_TOKEN_ENV}")
+    inv.add_argument("--logs", required=True, help="log file, or a directory / glob of Parquet files (read in place)")
+    inv.add_argument("--log-format", choices=LOG_FORMATS, default="auto", help="default: from the file name and content")
+    inv.add_argument("--log-field", action="append", metavar="TARGET=SOURCE.PATH",
+                     help="take a log column from a nested field, e.g. service=kubernetes.labels.app (repeatable; NDJSON/Parquet)")
     inv.add_argument("--events", default=None)
     inv.add_argument("--auto-approve", action="store_true", help="approve the mitigation plan without asking")
     inv.add_argument("--thread-id", default=None)
@@ -260,6 +371,7 @@ def parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="the HTTP API, LangServe routes and the approval page")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (share PostgreSQL via INCIDENT_GRAPH_POSTGRES_DSN)")
     srv.set_defaults(func=cmd_serve)
     return p
 

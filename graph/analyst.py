@@ -116,14 +116,28 @@ def ordering_query(services: list[str], window_start: str) -> str:
     )
 
 
-def ranked_suspects(scan: dict, onsets: dict, changes: dict) -> list[Suspect]:
+def scored_suspects(scan: dict, onsets: dict, changes: dict) -> list[tuple[float, Suspect]]:
+    """Every suspect with its first-look score, best first."""
     suspects = list(build_suspects(scan, onsets, changes).values())
     known = [s.onset_minutes for s in suspects if s.onset_minutes is not None]
     earliest = min(known) if known else None
     max_excess = max((s.excess_errors for s in suspects), default=0.0)
     scored = [(first_look_score(s, earliest, max_excess), s) for s in suspects]
     scored.sort(key=lambda pair: (-pair[0], pair[1].service))
-    return [s for _, s in scored]
+    return scored
+
+
+def ranked_suspects(scan: dict, onsets: dict, changes: dict) -> list[Suspect]:
+    return [s for _, s in scored_suspects(scan, onsets, changes)]
+
+
+def statistical_shares(context: dict) -> dict[str, tuple[Suspect, float]]:
+    """service -> (suspect, its softmax share of the first-look scores of all suspects): the
+    statistical ranking an LLM's hypotheses are merged with."""
+    ev = _evidence_by_tool(context)
+    scored = scored_suspects(*(ev.get(t, {}).get("data", {}) for t in SCOUTING_TOOLS))
+    shares = softmax([score for score, _ in scored])
+    return {s.service: (s, share) for (_, s), share in zip(scored, shares)}
 
 
 # ---------------------------------------------------------------- structured answers

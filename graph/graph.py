@@ -7,6 +7,7 @@ own persistence; `build_graph(checkpointer)` compiles the same wiring for the CL
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
+from graph.configuration import ConfigurableSettings
 from graph.nodes.approve import approve
 from graph.nodes.critic import critic
 from graph.nodes.detect import detect, route_after_detect
@@ -21,7 +22,7 @@ NODE_ORDER = ("load", "detect", "investigate", "hypothesize", "critic", "mitigat
 
 
 def build_graph(checkpointer: BaseCheckpointSaver | None = None):
-    builder = StateGraph(IncidentState, input_schema=IncidentInput)
+    builder = StateGraph(IncidentState, context_schema=ConfigurableSettings, input_schema=IncidentInput)
     builder.add_node("load", load)
     builder.add_node("detect", detect)
     builder.add_node("investigate", investigation)

@@ -12,8 +12,10 @@ Tools: log_pattern_scan (log templates louder in the window than before), servic
 (which service started failing first), change_events (deploys/config changes before the window),
 sql_investigate (one read-only DuckDB SELECT over tables metrics, logs, events).
 Every tool result carries an evidence_id. Call the tools you need (in parallel when independent),
-check the ordering of failures and who blames whom, then answer with a short summary citing
-evidence ids. Never state a service, time or count that no evidence shows."""
+check the ordering of failures and who blames whom, then conclude in plain text: one claim per
+line, each line citing the evidence ids that show it (a line without a citation is reported as
+unconfirmed). Never state a service, time or count that no evidence shows. Identifiers such as
+<EMAIL>, <IP>, <USER>, <TOKEN>, <UUID>, <HEX> are masked on purpose: do not try to recover them."""
 
 HYPOTHESIZE_SYSTEM = """From the evidence below, propose up to 3 ranked root-cause hypotheses.
 Each names the service, the error kind or mechanism, the representative log template (signature),
@@ -24,7 +26,8 @@ is as frequent before the window is background noise. Cite only evidence ids lis
 CRITIC_SYSTEM = """You are the critic. Challenge each hypothesis against the evidence:
 did this service fail before its callers? Is its signature also present before the window?
 Do its own messages blame another service? Did a change precede it? For each hypothesis give a
-verdict (upheld, weakened, overturned), a confidence change and the evidence ids you checked."""
+verdict (upheld, weakened, overturned), a confidence change and the evidence ids you checked.
+Use the hypothesis ids given below and cite only evidence ids listed below."""
 
 MITIGATE_SYSTEM = """Propose reversible mitigations for the leading hypothesis: each with steps,
 a rollback, an owner, an ETA in minutes and whether it touches production. Start with the

@@ -15,7 +15,11 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from graph.state import Postmortem, RootCause  # noqa: E402
+from langchain_core.messages import AIMessage  # noqa: E402
+
+from graph.nodes.mitigate import leading_hypothesis  # noqa: E402
+from graph.state import Postmortem, RootCause, Statement  # noqa: E402
+from graph.tools import EVIDENCE_ID  # noqa: E402
 from tools.sql_sandbox import connect_readonly  # noqa: E402
 
 ARTIFACTS = ("postmortem.json", "postmortem.md", "timeline.png")
@@ -24,11 +28,13 @@ ARTIFACTS = ("postmortem.json", "postmortem.md", "timeline.png")
 def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
     detection = state["detection"]
     hypotheses = state.get("hypotheses", [])
-    standing = [h for h in hypotheses if h.status != "overturned"]
-    lead = (standing or hypotheses or [None])[0]
+    lead = leading_hypothesis(state)
     transcript = state.get("critic_transcript", [])
     if lead is not None:
         root = RootCause(service=lead.service, kind=lead.kind, signature=lead.signature, confidence=lead.confidence, summary=lead.summary)
+    elif hypotheses:
+        root = RootCause(service=None, kind=None, signature=None, confidence=0.0,
+                         summary="Root cause unconfirmed: every hypothesis cites evidence that does not exist or does not show its service.")
     elif detection.incident_detected:
         root = RootCause(service=None, kind=None, signature=None, confidence=0.0,
                          summary="An incident window was found but no service's errors rose above baseline: root cause unconfirmed.")
@@ -53,6 +59,7 @@ def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
         approval=state.get("approval"),
         timeline=build_timeline(state),
         evidence=state.get("evidence", []),
+        investigation_summary=investigation_summary(state),
         metadata={
             "thread_id": thread_id,
             "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -60,8 +67,42 @@ def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
             "inputs": dict(state.get("inputs", {})),
             "data": state.get("load_summary", {}),
             "node_runs": [r.model_dump() for r in state.get("node_runs", [])],
+            "llm": model_record(state, model),
         },
     )
+
+
+def model_record(state: dict, model: str) -> dict:
+    """What the model cost and where it was not trusted: tokens and calls per run, every
+    fallback to the offline analyst, every rejected reply (kept verbatim, cut to a few kB)."""
+    runs = state.get("node_runs", [])
+    return {
+        **(state.get("model_settings") or {"model": model}),
+        "tokens_in": sum(r.tokens_in for r in runs),
+        "tokens_out": sum(r.tokens_out for r in runs),
+        "model_calls": sum(r.model_calls for r in runs),
+        "fallbacks": [f.model_dump() for f in state.get("model_fallbacks", [])],
+        "rejected_outputs": [r.model_dump() for r in state.get("model_rejections", [])],
+    }
+
+
+def investigation_summary(state: dict) -> list[Statement]:
+    """The investigator's final answer line by line; a line is confirmed only when it cites
+    evidence and every id it cites exists."""
+    final = next(
+        (m for m in reversed(state.get("messages", [])) if isinstance(m, AIMessage) and not m.tool_calls and m.text.strip()),
+        None,
+    )
+    if final is None:
+        return []
+    known = {e.id for e in state.get("evidence", [])}
+    statements = []
+    for line in (ln.strip() for ln in final.text.splitlines()):
+        if not line:
+            continue
+        cited = list(dict.fromkeys(EVIDENCE_ID.findall(line)))
+        statements.append(Statement(text=line, evidence_ids=cited, confirmed=bool(cited) and set(cited) <= known))
+    return statements
 
 
 def build_timeline(state: dict) -> list[dict]:
@@ -100,6 +141,10 @@ def render_markdown(pm: Postmortem) -> str:
     lines = [f"# {pm.title}", ""]
     if pm.incident_window:
         lines += [f"- **Window (UTC):** {pm.incident_window.start} to {pm.incident_window.end} ({pm.incident_window.minutes:.0f} min)"]
+    offsets = (pm.metadata.get("data") or {}).get("time_offsets") or {}
+    if offsets:  # the reader compares with local times they have seen in the logs
+        written = "; ".join(f"{name} in {', '.join(values)}" for name, values in offsets.items())
+        lines += [f"- **Time zone:** all times are UTC; the sources were written with other offsets ({written})"]
     lines += [
         f"- **Incident detected:** {'yes' if pm.incident_detected else 'no'}",
         f"- **Root cause:** {pm.root_cause.service or 'n/a'} / {pm.root_cause.kind or 'n/a'} (confidence {pm.root_cause.confidence:.2f})",
@@ -116,9 +161,13 @@ def render_markdown(pm: Postmortem) -> str:
     if pm.hypotheses:
         lines += ["## Hypotheses (after the critic's debate)", "", "| rank | service | kind | confidence | status | evidence |", "|---|---|---|---|---|---|"]
         lines += [
-            f"| {h['rank']} | {h['service']} | {h['kind']} | {h['confidence']:.2f} | {h['status']} | {', '.join(h['evidence_ids'])} |"
+            f"| {h['rank']} | {h['service']} | {h['kind']} | {h['confidence']:.2f} | {h['status']}{' **(unconfirmed)**' if h.get('unconfirmed') else ''} | {', '.join(h['evidence_ids'])} |"
             for h in pm.hypotheses
         ]
+        lines += [""]
+    if pm.investigation_summary:
+        lines += ["## Investigator's conclusion", ""]
+        lines += [f"- {'' if s.confirmed else '**[unconfirmed]** '}{s.text}" for s in pm.investigation_summary]
         lines += [""]
     if pm.critic_transcript:
         lines += ["## Critic transcript", ""]
@@ -140,6 +189,18 @@ def render_markdown(pm: Postmortem) -> str:
     if pm.timeline:
         lines += ["## Timeline (UTC)", "", "| time | event | evidence |", "|---|---|---|"]
         lines += [f"| {e['ts']} | {e['event']} | {e['evidence_id'] or ''} |" for e in pm.timeline]
+        lines += [""]
+    llm = pm.metadata.get("llm") or {}
+    if llm.get("model_calls") or llm.get("fallbacks"):
+        lines += [
+            "## Model",
+            "",
+            f"{llm['model']} at {llm.get('base_url')}: {llm['model_calls']} call(s), {llm['tokens_in']} tokens in, "
+            f"{llm['tokens_out']} out (budget {llm.get('token_budget')}); redaction {'on' if llm.get('redact') else 'off'}; "
+            f"{len(llm['rejected_outputs'])} rejected repl(ies).",
+            "",
+        ]
+        lines += [f"- fallback to the offline analyst in **{f['node']}** after {f['attempts']} attempt(s): {f['reason']}" for f in llm["fallbacks"]]
         lines += [""]
     lines += ["## Evidence", ""]
     for e in pm.evidence:

@@ -6,6 +6,7 @@ offline or LLM, is validated before it is trusted.
 """
 
 import operator
+import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,7 @@ from langgraph.graph.message import add_messages
 from pydantic import BaseModel, Field, field_validator
 from typing_extensions import NotRequired, TypedDict
 
-POSTMORTEM_SCHEMA_VERSION = "1.0"
+POSTMORTEM_SCHEMA_VERSION = "1.1"
 
 
 def parse_utc(iso: str) -> datetime:
@@ -61,6 +62,12 @@ class Hypothesis(BaseModel):
     evidence_ids: list[str] = Field(min_length=1)
     support: dict[str, Any] = Field(default_factory=dict)
     status: Literal["proposed", "upheld", "weakened", "overturned"] = "proposed"
+    source: Literal["offline", "model", "model+statistics", "statistics"] = Field(
+        default="offline", description="Who proposed it: the offline analyst, or the LLM merged with the statistical ranking."
+    )
+    unconfirmed: str | None = Field(
+        default=None, description="Why the critic could not confirm it (missing or non-supporting citations); None when grounded."
+    )
 
     @field_validator("evidence_ids")
     @classmethod
@@ -84,6 +91,9 @@ class CriticVerdict(BaseModel):
     verdict: Literal["upheld", "weakened", "overturned"]
     confidence_delta: float = 0.0
     evidence_ids: list[str] = Field(default_factory=list)
+    source: Literal["statistics", "model", "grounding"] = Field(
+        default="statistics", description="statistics: the offline checks; model: the LLM critic; grounding: the citation check."
+    )
 
 
 class CriticReport(BaseModel):
@@ -139,10 +149,38 @@ class Approval(BaseModel):
     rejected: list[str] = Field(default_factory=list)
 
 
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
 class NodeRun(BaseModel):
+    # The id lets the reducer drop the copies a subgraph hands back with its final state.
+    id: str = Field(default_factory=_new_id)
     node: str
     seconds: float
     detail: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    model_calls: int = 0
+
+
+class RejectedOutput(BaseModel):
+    """A model reply (or failed request) that did not pass validation, kept for the record."""
+
+    id: str = Field(default_factory=_new_id)
+    node: str
+    attempt: int
+    error: str
+    raw: str = Field(default="", description="The reply as received (tool calls and text), cut to a few kB.")
+
+
+class ModelFallback(BaseModel):
+    """A step the offline analyst answered because the model could not (retries, timeouts, budget)."""
+
+    id: str = Field(default_factory=_new_id)
+    node: str
+    reason: str
+    attempts: int
 
 
 class RootCause(BaseModel):
@@ -151,6 +189,14 @@ class RootCause(BaseModel):
     signature: str | None
     confidence: float
     summary: str
+
+
+class Statement(BaseModel):
+    """One line of the investigator's conclusion, with the evidence ids it cites."""
+
+    text: str
+    evidence_ids: list[str] = Field(default_factory=list)
+    confirmed: bool = Field(description="True when it cites evidence and every cited id exists.")
 
 
 class Postmortem(BaseModel):
@@ -168,13 +214,17 @@ class Postmortem(BaseModel):
     approval: Approval | None
     timeline: list[dict[str, Any]]
     evidence: list[Evidence]
+    investigation_summary: list[Statement] = Field(
+        default_factory=list, description="The investigator's conclusion, line by line; uncited lines are unconfirmed."
+    )
     metadata: dict[str, Any]
 
 
-def merge_evidence(existing: list[Evidence] | None, new: list[Evidence] | None) -> list[Evidence]:
-    """Append evidence, keeping the first item per id (ids are content-derived)."""
+def append_unique(existing: list | None, new: list | None) -> list:
+    """Append items, skipping ids already present: a subgraph hands back the items it inherited,
+    and evidence ids are content-derived, so the first item per id stands."""
     merged = list(existing or [])
-    seen = {e.id for e in merged}
+    seen = {item.id for item in merged}
     for item in new or []:
         if item.id not in seen:
             merged.append(item)
@@ -184,8 +234,11 @@ def merge_evidence(existing: list[Evidence] | None, new: list[Evidence] | None) 
 
 class InputFiles(TypedDict):
     metrics: str
-    logs: str
+    logs: str  # a file, or a directory / glob of Parquet files read in place
     events: NotRequired[str | None]
+    log_format: NotRequired[str]  # csv | ndjson | loki | otlp | parquet (default: auto)
+    log_fields: NotRequired[dict[str, str]]  # log column -> source field path
+    metrics_source: NotRequired[dict]  # --prometheus: server (no credentials), queries, range, step
 
 
 class IncidentState(TypedDict, total=False):
@@ -197,20 +250,23 @@ class IncidentState(TypedDict, total=False):
     load_summary: dict[str, Any]
     detection: Detection
     messages: Annotated[list[AnyMessage], add_messages]
-    evidence: Annotated[list[Evidence], merge_evidence]
+    evidence: Annotated[list[Evidence], append_unique]
     hypotheses: list[Hypothesis]
     critic_transcript: Annotated[list[CriticVerdict], operator.add]
     mitigations: list[Mitigation]
     approval: Approval
     artifacts: dict[str, str]
-    node_runs: Annotated[list[NodeRun], operator.add]
+    node_runs: Annotated[list[NodeRun], append_unique]
+    model_rejections: Annotated[list[RejectedOutput], append_unique]
+    model_fallbacks: Annotated[list[ModelFallback], append_unique]
+    model_settings: dict[str, Any]
 
 
 class IncidentInput(TypedDict):
     """What a caller supplies to start an investigation."""
 
     inputs: InputFiles
-    out_dir: str
+    out_dir: NotRequired[str]
 
 
 STATE_MODELS: tuple[type[BaseModel], ...] = (
@@ -222,4 +278,6 @@ STATE_MODELS: tuple[type[BaseModel], ...] = (
     Mitigation,
     Approval,
     NodeRun,
+    RejectedOutput,
+    ModelFallback,
 )

@@ -7,6 +7,7 @@ and the numbers, cut to a budget) and the full `Evidence` item (what the postmor
 
 import hashlib
 import json
+import re
 from typing import Annotated, Any
 
 import pandas as pd
@@ -22,6 +23,10 @@ from tools.changes import recent_changes
 from tools.logscan import log_pattern_scan as scan_templates
 from tools.onsets import service_error_onsets as rank_onsets
 from tools.sql_sandbox import SqlRejected, SqlTimeout, connect_readonly, run_sql
+
+
+# What `evidence_id` makes: how prompts, redaction and the postmortem recognise a citation.
+EVIDENCE_ID = re.compile(r"\bev-[a-z0-9-]+-[0-9a-f]{8}\b")
 
 
 def evidence_id(tool_name: str, args: dict[str, Any]) -> str:

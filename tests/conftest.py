@@ -1,15 +1,17 @@
 """Shared fixtures: generated scenarios on disk (made once per session) and an isolated state dir."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 
 from evals.generator import generate, write_scenario
-
-REPO = Path(__file__).resolve().parent.parent
+from serving.process import LLM_ENV, REPO, ServerProcess, free_port, wait_http  # noqa: F401 (fixtures' helpers)
 
 
 @pytest.fixture(scope="session")
@@ -31,15 +33,76 @@ def scenario_dir(tmp_path_factory):
 def state_dir(tmp_path, monkeypatch):
     path = tmp_path / "state"
     monkeypatch.setenv("INCIDENT_GRAPH_HOME", str(path))
-    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "INCIDENT_GRAPH_MODEL"):
+    for var in LLM_ENV:
         monkeypatch.delenv(var, raising=False)
     return path
 
 
 def run_cli(*args: str, env_home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """The real `incident-graph` command in its own process."""
-    env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "OPENAI_BASE_URL", "INCIDENT_GRAPH_MODEL"}}
+    env = {k: v for k, v in os.environ.items() if k not in LLM_ENV}
     env["INCIDENT_GRAPH_HOME"] = str(env_home)
     return subprocess.run(
         [sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
     )
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """Factory: start servers that share a state dir unless told otherwise; all stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def start(home: Path | None = None, port: int | None = None, **env: str) -> ServerProcess:
+        server = ServerProcess(home or tmp_path / "state", env, port)
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL cluster on a loopback port (Debian's server binaries), or $TEST_POSTGRES_DSN."""
+    if os.environ.get("TEST_POSTGRES_DSN"):
+        yield os.environ["TEST_POSTGRES_DSN"]
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql); set TEST_POSTGRES_DSN to use another")
+    # Not under pytest's tmp dir: that is private to root, and initdb refuses to run as root, so
+    # the cluster runs as the postgres user in a directory of its own.
+    home = Path(tempfile.mkdtemp(prefix="incident-graph-pg-"))
+    data = home / "data"
+    data.mkdir()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(home, "postgres")
+        shutil.chown(data, "postgres")
+    port = free_port()
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server):
+    """A fresh database per test on the shared cluster."""
+    import psycopg
+
+    name = f"ig_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"

@@ -449,3 +449,26 @@ def test_stale_tmp_file_is_ignored(tmp_path, good):
     (tmp_path / "incident.duckdb.tmp").write_bytes(b"garbage from a crashed run")
     assert load_sources(db, *good).log_rows == 3
     assert not os.path.exists(str(db) + ".tmp")
+
+
+def test_big_logs_sorted_by_ts_with_file_order_among_equal_ts(tmp_path):
+    """Across several row groups and parallel reading: a sorted file stays in file order, and a
+    file with lines out of order is sorted with ties kept in file order."""
+    n = 300_000  # > 2 DuckDB row groups (122,880 rows)
+
+    def ts_of(i: int) -> int:  # three lines per second; two lines far out of place
+        return {150_000: 5, 250_001: 10}.get(i, i // 3)
+
+    for name, swapped in (("sorted.csv", False), ("unsorted.csv", True)):
+        path = tmp_path / name
+        offsets = "CASE i WHEN 150000 THEN 5 WHEN 250001 THEN 10 ELSE i // 3 END" if swapped else "i // 3"
+        duckdb.execute(f"""COPY (SELECT to_timestamp(1717236000 + {offsets}) AS ts, 's' AS service,
+                           'INFO' AS level, 'm' || i AS message FROM range({n}) AS t(i))
+                           TO '{path}' (FORMAT csv, HEADER true)""")
+        db = tmp_path / f"{name}.duckdb"
+        load_sources(db, write(tmp_path / "m.csv", METRICS), path)
+        con = duckdb.connect(str(db), read_only=True)
+        got = [int(m[1:]) for (m,) in con.execute("SELECT message FROM logs").fetchall()]
+        con.close()
+        key = (lambda i: (ts_of(i), i)) if swapped else (lambda i: (i // 3, i))
+        assert got == sorted(range(n), key=key)

@@ -9,9 +9,8 @@ refined to the timestamp of that minute's first problem line.
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from tools.logscan import PROBLEM_LEVELS
+from tools.logscan import PROBLEM_LEVELS, poisson_sf
 
 
 def onset_sql(levels: tuple[str, ...] = PROBLEM_LEVELS) -> str:
@@ -51,7 +50,7 @@ def first_sustained_rise(
     n = len(counts)
     span = min(span, n)
     trailing = np.convolve(counts, np.ones(span), mode="full")[:n]
-    significant = stats.poisson.sf(trailing - 1, expected_per_min * span) < alpha
+    significant = poisson_sf(trailing - 1, expected_per_min * span) < alpha
     ahead = min(span * 2, n)
     sustained = np.convolve(significant, np.ones(ahead), mode="full")[ahead - 1 :][:n] >= sustain_count
     hits = np.flatnonzero(significant & sustained)
@@ -62,7 +61,7 @@ def first_sustained_rise(
         if counts[start] == 0:
             continue
         total = counts[start : first + 1].sum()
-        if stats.poisson.sf(total - 1, expected_per_min * (first - start + 1)) < alpha:
+        if poisson_sf(total - 1, expected_per_min * (first - start + 1)) < alpha:
             return start
     return first
 

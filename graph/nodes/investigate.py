@@ -1,12 +1,14 @@
 """investigate: the ReAct subgraph (model node + tool node, bounded steps) over the tools."""
 
+from dataclasses import replace
+
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from graph.configuration import Configuration
-from graph.models import chat_model
+from graph.configuration import OFFLINE_MODEL, Configuration
+from graph.models import model_settings, tool_step
 from graph.nodes.timing import timed
 from graph.prompts import INVESTIGATOR_SYSTEM, with_context
 from graph.state import IncidentState
@@ -14,7 +16,7 @@ from graph.tools import INVESTIGATION_TOOLS
 
 
 @timed("investigate:brief")
-def brief(state: IncidentState) -> dict:
+def brief(state: IncidentState, config: RunnableConfig) -> dict:
     """Open the investigation with the facts every analyst (offline or LLM) starts from."""
     window = state["detection"].window
     context = {
@@ -29,16 +31,27 @@ def brief(state: IncidentState) -> dict:
         "rows": {k: state["load_summary"][k] for k in ("metrics_rows", "log_rows", "event_rows")},
     }
     task = f"Incident window {window.start} to {window.end}. Find the root cause."
-    return {"messages": [SystemMessage(INVESTIGATOR_SYSTEM), HumanMessage(with_context(task, context))]}
+    return {
+        "messages": [SystemMessage(INVESTIGATOR_SYSTEM), HumanMessage(with_context(task, context))],
+        "model_settings": model_settings(Configuration.from_runnable_config(config)),
+    }
 
 
+ANALYST_NODE = "investigate:analyst"
+
+
+@timed(ANALYST_NODE)
 def analyst(state: IncidentState, config: RunnableConfig) -> dict:
     settings = Configuration.from_runnable_config(config)
     steps = sum(1 for m in state["messages"] if isinstance(m, AIMessage))
     if steps >= settings.max_steps:
         return {"messages": [AIMessage(f"Step budget of {settings.max_steps} reached; concluding with the evidence gathered.")]}
-    model = chat_model(settings).bind_tools(INVESTIGATION_TOOLS)
-    return {"messages": [model.invoke(state["messages"], config)]}
+    if any(f.node == ANALYST_NODE for f in state.get("model_fallbacks", [])):
+        # The model already failed a step of this investigation: the offline analyst finishes it
+        # rather than paying the retries (and timeouts) again at every step.
+        settings = replace(settings, model=OFFLINE_MODEL)
+    outcome = tool_step(ANALYST_NODE, state["messages"], INVESTIGATION_TOOLS, settings, state, config)
+    return {"messages": [outcome.value], **outcome.state_update()}
 
 
 def build_investigation() -> StateGraph:

@@ -1,0 +1,125 @@
+"""Async checkpointers for the server: the SQLite file by default, PostgreSQL when a DSN is set.
+
+LangServe needs the compiled graph when routes are registered, but async savers can only be
+opened inside the running event loop (the app's lifespan). `DeferredSaver` is the graph's
+checkpointer from the start and forwards to the real saver once the lifespan has opened it.
+"""
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from graph.state import STATE_MODELS
+
+
+class CheckpointUnavailable(RuntimeError):
+    """The checkpoint store cannot be read: never silently replaced by a fresh one."""
+
+
+def serializer() -> JsonPlusSerializer:
+    return JsonPlusSerializer(allowed_msgpack_modules=STATE_MODELS)
+
+
+def verify_sqlite_file(path: Path) -> None:
+    """Fail clearly when `path` exists but is not a readable SQLite database."""
+    if path.is_dir():
+        raise CheckpointUnavailable(f"checkpoint database {path} is a directory")
+    if not path.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointUnavailable(f"checkpoint database {path} is unreadable: {exc}") from exc
+
+
+class DeferredSaver(BaseCheckpointSaver):
+    """Forwards every async checkpoint call to the saver bound by `bind` (see module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__(serde=serializer())
+        self._inner: BaseCheckpointSaver | None = None
+
+    def bind(self, inner: BaseCheckpointSaver | None) -> None:
+        self._inner = inner
+
+    @property
+    def inner(self) -> BaseCheckpointSaver:
+        if self._inner is None:
+            raise CheckpointUnavailable("the checkpointer is not open (server starting or stopped)")
+        return self._inner
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self.inner.aget_tuple(config)
+
+    async def alist(self, config: RunnableConfig | None, **kwargs: Any) -> AsyncIterator[CheckpointTuple]:
+        async for item in self.inner.alist(config, **kwargs):
+            yield item
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+    ) -> RunnableConfig:
+        return await self.inner.aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+        await self.inner.aput_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.inner.adelete_thread(thread_id)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+
+@asynccontextmanager
+async def open_sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver]:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    verify_sqlite_file(path)
+    async with aiosqlite.connect(str(path)) as conn:
+        # Several server workers may share the file: wait for a writer rather than fail at once.
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        saver = AsyncSqliteSaver(conn, serde=serializer())
+        await saver.setup()
+        yield saver
+
+
+# One key for "the migrations of incident-graph's PostgreSQL tables": workers starting together
+# would otherwise race on CREATE TABLE / the migrations table.
+SETUP_LOCK_KEY = 0x1C1D_E17
+
+
+@asynccontextmanager
+async def open_postgres_saver(dsn: str) -> AsyncIterator[BaseCheckpointSaver]:
+    import psycopg
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    try:
+        connect = psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=10, row_factory=dict_row)
+        async with await connect as lock_conn:
+            await lock_conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+            await AsyncPostgresSaver(lock_conn, serde=serializer()).setup()
+            await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+    except psycopg.OperationalError as exc:
+        raise CheckpointUnavailable(f"PostgreSQL checkpointer unreachable: {str(exc).strip()}") from exc
+    pool = AsyncConnectionPool(
+        dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    )
+    await pool.open(wait=True, timeout=15)
+    try:
+        yield AsyncPostgresSaver(pool, serde=serializer())
+    finally:
+        await pool.close()

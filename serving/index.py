@@ -1,0 +1,141 @@
+"""The incident index: which incidents exist, and one-time claims on them.
+
+The checkpointer knows each thread's state but not which threads are incidents started over
+HTTP, nor who has already answered an approval. Two small tables, kept in the same store as
+the checkpoints (the SQLite file or PostgreSQL), hold that, so every server worker sees the
+same incidents and a decision is taken exactly once even when two arrive at two workers.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    thread_id: str
+    created_at: str
+    source: dict[str, Any]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class IncidentIndex(Protocol):
+    async def add(self, thread_id: str, source: dict[str, Any]) -> IncidentRecord: ...
+    async def get(self, thread_id: str) -> IncidentRecord | None: ...
+    async def all(self) -> list[IncidentRecord]: ...
+    async def claim(self, key: str, owner: str) -> bool:
+        """True for the first caller with `key`, False for every later one (any worker)."""
+        ...
+
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS incidents (thread_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, source TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS incident_claims (claim TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed_at TEXT NOT NULL)",
+)
+
+
+def _record(row: Any) -> IncidentRecord:
+    thread_id, created_at, source = (row["thread_id"], row["created_at"], row["source"]) if isinstance(row, dict) else row
+    return IncidentRecord(thread_id, created_at, json.loads(source))
+
+
+class SqliteIndex:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def add(self, thread_id: str, source: dict[str, Any]) -> IncidentRecord:
+        record = IncidentRecord(thread_id, utc_now(), source)
+        await self.conn.execute(
+            "INSERT INTO incidents VALUES (?, ?, ?)", (thread_id, record.created_at, json.dumps(source, sort_keys=True))
+        )
+        await self.conn.commit()
+        return record
+
+    async def get(self, thread_id: str) -> IncidentRecord | None:
+        async with self.conn.execute("SELECT thread_id, created_at, source FROM incidents WHERE thread_id = ?", (thread_id,)) as cur:
+            row = await cur.fetchone()
+        return _record(row) if row else None
+
+    async def all(self) -> list[IncidentRecord]:
+        async with self.conn.execute("SELECT thread_id, created_at, source FROM incidents ORDER BY created_at DESC") as cur:
+            return [_record(row) for row in await cur.fetchall()]
+
+    async def claim(self, key: str, owner: str) -> bool:
+        import sqlite3
+
+        try:
+            await self.conn.execute("INSERT INTO incident_claims VALUES (?, ?, ?)", (key, owner, utc_now()))
+            await self.conn.commit()
+            return True
+        except sqlite3.IntegrityError:
+            await self.conn.rollback()  # or the failed INSERT's transaction keeps the file locked
+            return False
+
+
+class PostgresIndex:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    async def add(self, thread_id: str, source: dict[str, Any]) -> IncidentRecord:
+        record = IncidentRecord(thread_id, utc_now(), source)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO incidents VALUES (%s, %s, %s)", (thread_id, record.created_at, json.dumps(source, sort_keys=True))
+            )
+        return record
+
+    async def get(self, thread_id: str) -> IncidentRecord | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT thread_id, created_at, source FROM incidents WHERE thread_id = %s", (thread_id,))
+            row = await cur.fetchone()
+        return _record(row) if row else None
+
+    async def all(self) -> list[IncidentRecord]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT thread_id, created_at, source FROM incidents ORDER BY created_at DESC")
+            return [_record(row) for row in await cur.fetchall()]
+
+    async def claim(self, key: str, owner: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO incident_claims VALUES (%s, %s, %s) ON CONFLICT (claim) DO NOTHING", (key, owner, utc_now())
+            )
+            return cur.rowcount == 1
+
+
+@asynccontextmanager
+async def open_sqlite_index(path: Path) -> AsyncIterator[SqliteIndex]:
+    import aiosqlite
+
+    async with aiosqlite.connect(str(path)) as conn:
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        for statement in SCHEMA:
+            await conn.execute(statement)
+        await conn.commit()
+        yield SqliteIndex(conn)
+
+
+@asynccontextmanager
+async def open_postgres_index(dsn: str) -> AsyncIterator[PostgresIndex]:
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True, "row_factory": dict_row})
+    await pool.open(wait=True, timeout=15)
+    try:
+        async with pool.connection() as conn:
+            # Workers starting together: CREATE TABLE IF NOT EXISTS can still collide on the catalog.
+            await conn.execute("SELECT pg_advisory_lock(hashtext('incident-graph index'))")
+            for statement in SCHEMA:
+                await conn.execute(statement)
+            await conn.execute("SELECT pg_advisory_unlock(hashtext('incident-graph index'))")
+        yield PostgresIndex(pool)
+    finally:
+        await pool.close()

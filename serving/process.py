@@ -1,0 +1,74 @@
+"""`incident-graph serve` as a child process on a loopback port: for tests, benchmarks and scripts."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+LLM_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "INCIDENT_GRAPH_MODEL", "INCIDENT_GRAPH_STRUCTURED_OUTPUT", "INCIDENT_GRAPH_MAX_OUTPUT_TOKENS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    """Until `url` answers 2xx; fails early if the server's process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+class ServerProcess:
+    """One server process with its own environment (state dir, API key, DSN ...) and log file."""
+
+    def __init__(self, home: Path, env: dict[str, str], port: int | None = None, log: Path | None = None):
+        self.home, self.extra_env = home, env
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log = log or home.parent / f"server-{self.port}.log"
+
+    def start(self) -> "ServerProcess":
+        # Only what the caller sets: no model endpoint or server setting leaks in from the shell.
+        env = {k: v for k, v in os.environ.items() if k not in LLM_ENV and not k.startswith("INCIDENT_GRAPH_")}
+        env.update(INCIDENT_GRAPH_HOME=str(self.home), **self.extra_env)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO / "cli.py"), "serve", "--port", str(self.port)],
+            cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(f"{self.url}/healthz", self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n{self.log.read_text()[-3000:]}") from exc
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers run, exactly like a crashed worker."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
