@@ -52,8 +52,8 @@ def live_server(tmp_path):
     """Factory: start servers that share a state dir unless told otherwise; all stopped at the end."""
     started: list[ServerProcess] = []
 
-    def start(home: Path | None = None, port: int | None = None, **env: str) -> ServerProcess:
-        server = ServerProcess(home or tmp_path / "state", env, port)
+    def start(home: Path | None = None, port: int | None = None, workers: int = 1, **env: str) -> ServerProcess:
+        server = ServerProcess(home or tmp_path / "state", env, port, workers=workers)
         started.append(server.start())
         return server
 

@@ -306,6 +306,31 @@ def test_postgres_checkpointer_and_two_workers_share_incidents(live_server, scen
     assert tid in threads
 
 
+def test_uvicorn_workers_on_one_port_share_incidents_through_postgres(live_server, scenario_dir, postgres_dsn, tmp_path):
+    """`incident-graph serve --workers 2`: requests land on either worker, state is one."""
+    server = live_server(home=tmp_path / "workers-home", workers=2, INCIDENT_GRAPH_POSTGRES_DSN=postgres_dsn)
+    cases = [scenario_dir("conn_pool_exhaustion", 11), scenario_dir("memory_leak", 12)]
+    workers_seen = set()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        ids = [client.post("/incidents", files=upload(case)).json()["thread_id"] for case in cases]
+        for tid in ids:
+            wait_status(client, tid, {"waiting_for_approval"})
+        for _ in range(40):  # new connections spread over the workers
+            with httpx.Client(base_url=server.url, timeout=30) as fresh:
+                workers_seen.add(fresh.get("/healthz").json()["worker"])
+        answers = []
+        for tid in ids:
+            for attempt in range(3):
+                with httpx.Client(base_url=server.url, timeout=30) as fresh:
+                    answers.append(fresh.post(f"/incidents/{tid}/decision", json={"action": "approve", "by": f"w{attempt}"}).status_code)
+        for tid, case in zip(ids, cases):
+            wait_status(client, tid, {"done"})
+            pm = client.get(f"/incidents/{tid}/postmortem.json").json()
+            assert pm["root_cause"]["service"] == truth(case)["root_service"] and pm["approval"]["by"] == "w0"
+    assert len(workers_seen) == 2, workers_seen
+    assert sorted(answers) == [202, 202, 409, 409, 409, 409]
+
+
 def test_unreachable_postgres_is_a_clear_startup_error(tmp_path):
     server = ServerProcess(tmp_path / "home", {"INCIDENT_GRAPH_POSTGRES_DSN": "postgresql://nobody@127.0.0.1:1/none"})
     with pytest.raises(RuntimeError, match="PostgreSQL checkpointer unreachable"):
