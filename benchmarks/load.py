@@ -26,6 +26,7 @@ from evals.generator import FAULTS, generate, write_scenario
 from serving.process import ServerProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LOAD_AT_START = psutil.getloadavg()
 
 
 @dataclass
@@ -158,7 +159,8 @@ def render(baseline: LoadResult, loaded: LoadResult) -> str:
         f"Machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}. One server process (uvicorn, SQLite checkpointer) on loopback; "
         "the client (httpx, asyncio) runs in another process. Reproduce: `.venv/bin/python -m benchmarks.load "
-        f"--concurrency {loaded.concurrency}`.",
+        f"--concurrency {loaded.concurrency}`. Load average when it started: {LOAD_AT_START[0]:.1f} "
+        "(above 0 means other work shared the 2 cores: compare the ratios, not the seconds).",
         "",
         f"- held: **{loaded.correct}/{loaded.concurrency}** postmortems name their own scenario's root service and thread; "
         f"errors: **{loaded.errors}**",
