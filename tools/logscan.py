@@ -57,42 +57,69 @@ def window_bounds(con: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.T
 def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS) -> str:
     """Counts per (service, masked message) inside and outside [$ws, $we).
 
-    Masking is six regex passes per message, far dearer than counting, so it never runs per
-    line: each distinct message is reduced to its *skeleton*, every digit turned into 0
-    (``translate``, no regex), and only the distinct skeletons are masked. No mask pattern
+    The lines are read once, grouped by their raw (service, message, level, error_kind): a
+    plain hash aggregate, and every other step runs on its few thousand groups, not on the
+    lines. Masking is six regex passes per message, so it runs once per distinct *skeleton*
+    (the message with every digit turned into 0 by ``translate``, no regex): no mask pattern
     tells one digit from another and every digit ends up inside a masked token, so a message
-    and its skeleton mask to the same text; messages that differ only in their numbers - most
-    of them - share one masking.
+    and its skeleton mask to the same text. Each per-message aggregate merges exactly into its
+    masked group (sums, minimums, the earliest example); mode() becomes the value with the
+    most lines, ties to the one seen first, as DuckDB's mode() breaks them.
     """
     level_list = ", ".join(f"'{lvl}'" for lvl in levels)
     return f"""
-        WITH problem AS (
-            SELECT ts, service, level, message, error_kind FROM logs WHERE level IN ({level_list})
-        ),
-        messages AS (
-            SELECT message, translate(message, '123456789', '000000000') AS skeleton
-            FROM (SELECT DISTINCT message FROM problem)
+        WITH messages AS (
+            SELECT service, message, level, error_kind,
+                   translate(message, '123456789', '000000000') AS skeleton,
+                   count(*) FILTER (WHERE ts >= $ws AND ts < $we) AS window_count,
+                   count(*) FILTER (WHERE ts < $ws OR ts >= $we) AS outside_count,
+                   min(ts) FILTER (WHERE ts >= $ws AND ts < $we) AS first_in_window,
+                   min(ts) AS first_seen
+            FROM logs WHERE level IN ({level_list})
+            GROUP BY service, message, level, error_kind
         ),
         masks AS (
             SELECT skeleton, {mask_sql('skeleton')} AS masked FROM (SELECT DISTINCT skeleton FROM messages)
         ),
         masked_messages AS (
-            SELECT message, masked
+            SELECT messages.*, masks.masked
             FROM messages JOIN masks ON messages.skeleton IS NOT DISTINCT FROM masks.skeleton
+        ),
+        levels AS (
+            SELECT service, masked, arg_min(level, (-lines, first_seen)) AS level
+            FROM (SELECT service, masked, level, sum(window_count + outside_count) AS lines,
+                         min(first_seen) AS first_seen
+                  FROM masked_messages GROUP BY service, masked, level)
+            GROUP BY service, masked
+        ),
+        error_kinds AS (
+            SELECT service, masked, arg_min(error_kind, (-lines, first_seen)) AS error_kind
+            FROM (SELECT service, masked, error_kind, sum(window_count) AS lines,
+                         min(first_in_window) AS first_seen
+                  FROM masked_messages WHERE window_count > 0 AND error_kind IS NOT NULL
+                  GROUP BY service, masked, error_kind)
+            GROUP BY service, masked
+        ),
+        templates AS (
+            SELECT service,
+                   masked,
+                   sum(window_count)::BIGINT AS window_count,
+                   sum(outside_count)::BIGINT AS outside_count,
+                   min(first_in_window) AS first_in_window,
+                   -- the earliest line (ties by text), not any_value: the postmortem must be reproducible
+                   arg_min(message, (first_in_window, message)) FILTER (WHERE window_count > 0) AS example_in_window,
+                   arg_min(message, (first_seen, message)) AS example
+            FROM masked_messages
+            GROUP BY service, masked
         )
-        SELECT service,
-               masked,
-               count(*) FILTER (WHERE ts >= $ws AND ts < $we) AS window_count,
-               count(*) FILTER (WHERE ts < $ws OR ts >= $we) AS outside_count,
-               min(ts) FILTER (WHERE ts >= $ws AND ts < $we) AS first_in_window,
-               mode(level) AS level,
-               -- the earliest line (ties by text), not any_value: the postmortem must be reproducible
-               arg_min(problem.message, (ts, problem.message)) FILTER (WHERE ts >= $ws AND ts < $we) AS example_in_window,
-               arg_min(problem.message, (ts, problem.message)) AS example,
-               mode(error_kind) FILTER (WHERE ts >= $ws AND ts < $we AND error_kind IS NOT NULL) AS error_kind
-        FROM problem JOIN masked_messages ON problem.message IS NOT DISTINCT FROM masked_messages.message
-        GROUP BY ALL
-        ORDER BY service, masked
+        SELECT templates.service, templates.masked, window_count, outside_count, first_in_window,
+               levels.level, example_in_window, example, error_kinds.error_kind
+        FROM templates
+        JOIN levels ON templates.service IS NOT DISTINCT FROM levels.service
+                   AND templates.masked IS NOT DISTINCT FROM levels.masked
+        LEFT JOIN error_kinds ON templates.service IS NOT DISTINCT FROM error_kinds.service
+                             AND templates.masked IS NOT DISTINCT FROM error_kinds.masked
+        ORDER BY templates.service, templates.masked
     """
 
 
