@@ -252,3 +252,37 @@ def test_a_caller_failing_towards_two_services_blames_both(tmp_path):
 
 def test_a_service_name_inside_another_is_not_a_mention(tmp_path):
     assert _mentions(tmp_path, ("cart", "cart-api"), ("cart-api",)) == {"cart-api"}
+
+
+def test_scan_by_message_key_equals_the_scan_by_text(scenario_dir, tmp_path):
+    """The loader's per-line message_key lets the scan group integers: same groups, same
+    findings as grouping the text. A Parquet dataset's logs are a view without rowid: text."""
+    from tools.loader import load_sources
+    from tools.logscan import has_message_key, scan_sql
+
+    folder = scenario_dir("conn_pool_exhaustion", 1)
+    truth = pd.read_json(folder / "truth.json", typ="series")
+    start, end = pd.Timestamp(truth["start"]).tz_localize(None), pd.Timestamp(truth["end"]).tz_localize(None)
+    table_db = tmp_path / "table.duckdb"
+    load_sources(table_db, folder / "metrics.csv", folder / "logs.csv", folder / "events.csv")
+    with connect_readonly(table_db) as con:
+        assert has_message_key(con)
+        by_key = con.execute(scan_sql(keyed=True), {"ws": start, "we": end}).df()
+        by_text = con.execute(scan_sql(keyed=False), {"ws": start, "we": end}).df()
+        assert len(by_key) > 10 and by_key["window_count"].sum() > 0
+        pd.testing.assert_frame_equal(by_key, by_text)
+        keyed_scan = log_pattern_scan(con, start, end)
+        assert "message_key" in keyed_scan["sql"]
+
+    dataset = tmp_path / "logs"
+    dataset.mkdir()
+    duckdb.sql(f"COPY (SELECT * FROM read_csv('{folder / 'logs.csv'}', all_varchar=true)) "
+               f"TO '{dataset / 'part-0.parquet'}' (FORMAT parquet)")
+    view_db = tmp_path / "view.duckdb"
+    load_sources(view_db, folder / "metrics.csv", dataset, folder / "events.csv")
+    with connect_readonly(view_db) as con:
+        assert not has_message_key(con)
+        view_scan = log_pattern_scan(con, start, end)
+    assert "message_key" not in view_scan["sql"]
+    assert {k: v for k, v in view_scan.items() if k != "sql"} == {
+        k: v for k, v in keyed_scan.items() if k != "sql"}

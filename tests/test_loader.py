@@ -31,7 +31,7 @@ METRICS_EXPECTED = [
     (datetime(2024, 6, 1, 10, 2), 130.0, 300.0, 0.05, 0.7),
 ]
 LOG_COLUMNS = ["ts", "service", "level", "message", "error_kind", "endpoint", "latency_ms",
-               "region", "trace_id"]
+               "region", "trace_id", "message_key"]
 LOGS = [
     {"ts": "2024-06-01T10:00:05Z", "service": "checkout", "level": "info", "message": "ok",
      "error_kind": "", "endpoint": "/pay", "latency_ms": 12.5, "region": "eu", "trace_id": "t1"},
@@ -102,9 +102,11 @@ def write(path, rows, columns=None):
 
 
 def dump(db_path, table):
+    """The table's rows; for logs without message_key (checked by test_message_key_names_the_texts)."""
+    columns = "* EXCLUDE (message_key)" if table == "logs" else "*"
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        return con.execute(f"SELECT * FROM {table}").fetchall()
+        return con.execute(f"SELECT {columns} FROM {table}").fetchall()
     finally:
         con.close()
 
@@ -166,7 +168,8 @@ def test_every_format_loads_the_same_data(tmp_path, ext):
     assert columns_of(db, "logs") == [
         ("ts", "TIMESTAMP"), ("service", "VARCHAR"), ("level", "VARCHAR"),
         ("message", "VARCHAR"), ("error_kind", "VARCHAR"), ("endpoint", "VARCHAR"),
-        ("latency_ms", "DOUBLE"), ("region", "VARCHAR"), ("trace_id", "VARCHAR")]
+        ("latency_ms", "DOUBLE"), ("region", "VARCHAR"), ("trace_id", "VARCHAR"),
+        ("message_key", "UBIGINT")]
     assert columns_of(db, "events") == [("ts", "TIMESTAMP"), ("service", "VARCHAR"),
                                         ("kind", "VARCHAR"), ("description", "VARCHAR")]
     assert sorted(os.listdir(tmp_path)) == sorted(
@@ -472,3 +475,19 @@ def test_big_logs_sorted_by_ts_with_file_order_among_equal_ts(tmp_path):
         con.close()
         key = (lambda i: (ts_of(i), i)) if swapped else (lambda i: (i // 3, i))
         assert got == sorted(range(n), key=key)
+
+
+def test_message_key_names_the_texts(tmp_path):
+    """Lines share a message_key exactly when their service, message, level and error_kind
+    are equal: tools.logscan groups by it instead of the text."""
+    logs = [dict(r) for r in LOGS] + [dict(LOGS[0], ts="2024-06-01T10:00:09Z", trace_id="t9")]
+    db = tmp_path / "x.duckdb"
+    load_sources(db, write(tmp_path / "m.csv", METRICS), write(tmp_path / "l.csv", logs))
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        keys, texts, lines = con.execute(
+            "SELECT count(DISTINCT message_key), count(DISTINCT (service, message, level, error_kind)), "
+            "count(*) FROM logs").fetchone()
+    finally:
+        con.close()
+    assert lines == len(logs) and keys == texts == len(LOGS)

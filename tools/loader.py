@@ -13,8 +13,10 @@ Tables created (all ``ts`` are naive ``TIMESTAMP`` in UTC):
   (``"P95 (ms)"`` -> ``p95_ms``). NaN / NULL / empty values are stored as NULL; a column that
   has no value at all is dropped.
 * ``logs(ts, service, level, message, error_kind, endpoint, latency_ms DOUBLE, region,
-  trace_id)``: optional columns missing from the file are NULL; other extra columns are
-  ignored. ``level`` is upper-cased, WARNING->WARN, ERR/FATAL/CRITICAL/CRIT/EMERG/ALERT->ERROR.
+  trace_id, message_key UBIGINT)``: optional columns missing from the file are NULL; other
+  extra columns are ignored. ``message_key`` is ``hash(service, message, level, error_kind)``
+  (``MESSAGE_KEY_SQL``): equal for lines whose four texts are equal. ``level`` is
+  upper-cased, WARNING->WARN, ERR/FATAL/CRITICAL/CRIT/EMERG/ALERT->ERROR.
   Empty strings become NULL (except in ``message``). Sorted by ts (file order among equal ts).
 * ``events(ts, service, kind, description)``: from the optional events file, else empty.
 
@@ -55,6 +57,9 @@ LOAD_MEMORY_LIMIT = "512MB"
 SPILL_SUFFIX = ".spill"
 LOG_REQUIRED = ("ts", "service", "level", "message")
 LOG_OPTIONAL = ("error_kind", "endpoint", "latency_ms", "region", "trace_id")
+# A 64-bit hash: distinct texts share a key only by a hash collision (probability about
+# n^2 / 2^65 for n distinct messages: 3e-8 for a million).
+MESSAGE_KEY_SQL = "hash(service, message, level, error_kind)"
 EVENT_REQUIRED = ("ts", "service", "kind", "description")
 
 # Values of a text column that mean "no value" for a numeric column.
@@ -527,15 +532,22 @@ def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
                 expr = _text_expr(c, keep_empty=(kind == "message"))
         exprs.append(f"{expr} AS {_ident(name)}")
     names = ", ".join(_ident(name) for name, _ in spec)
+    select = f"SELECT {', '.join(exprs)} FROM {src.relation_sql()}"
+    if table == "logs":
+        # One integer per line naming its distinct (service, message, level, error_kind), so
+        # that tools.logscan groups 8-byte keys instead of the message text: a few percent of
+        # a load (0.08 CPU-s per million lines), paid once rather than in every scan.
+        select = f"SELECT *, {MESSAGE_KEY_SQL} AS message_key FROM ({select})"
+        names += ", message_key"
     as_view = src.files is not None and table == "logs"
     if as_view:
         # A log dataset stays where it is: a view over its files (no sort, no copy). Metrics
         # and events are small and copied like any file.
-        con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(exprs)} FROM {src.relation_sql()}")
+        con.execute(f"CREATE VIEW {table} AS {select}")
     else:
         # Copied in file order (insertion order is kept: rowid = data row - 1, still read in
         # parallel), then sorted only if it is not in time order already.
-        con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(exprs)} FROM {src.relation_sql()}")
+        con.execute(f"CREATE TABLE {table} AS {select}")
     rows, null_ts = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE ts IS NULL) FROM {table}").fetchone()
     if null_ts:

@@ -54,12 +54,24 @@ def window_bounds(con: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.T
     return {"window_minutes": inside, "baseline_minutes": max(span - inside, 1.0)}
 
 
-def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS) -> str:
+def has_message_key(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `logs` is a table with the loader's per-line ``message_key``: a view over a
+    Parquet dataset has no rowid, and a database from an older loader has no key."""
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.columns JOIN information_schema.tables "
+        "USING (table_catalog, table_schema, table_name) WHERE table_name = 'logs' "
+        "AND table_type = 'BASE TABLE' AND column_name = 'message_key'").fetchone()[0])
+
+
+def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS, keyed: bool = False) -> str:
     """Counts per (service, masked message) inside and outside [$ws, $we).
 
     The lines are read once, grouped by their raw (service, message, level, error_kind): a
     plain hash aggregate, and every other step runs on its few thousand groups, not on the
-    lines. Masking is six regex passes per message, so it runs once per distinct *skeleton*
+    lines. With ``keyed`` (see ``has_message_key``) they are grouped by the loader's integer
+    ``message_key`` instead, without reading any text, and each group's texts are read from
+    one of its lines by rowid: all lines of a key have the same four texts. Masking is six
+    regex passes per message, so it runs once per distinct *skeleton*
     (the message with every digit turned into 0 by ``translate``, no regex): no mask pattern
     tells one digit from another and every digit ends up inside a masked token, so a message
     and its skeleton mask to the same text. Each per-message aggregate merges exactly into its
@@ -67,17 +79,33 @@ def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS) -> str:
     most lines, ties to the one seen first, as DuckDB's mode() breaks them.
     """
     level_list = ", ".join(f"'{lvl}'" for lvl in levels)
-    return f"""
-        WITH messages AS (
-            SELECT service, message, level, error_kind,
-                   translate(message, '123456789', '000000000') AS skeleton,
-                   count(*) FILTER (WHERE ts >= $ws AND ts < $we) AS window_count,
+    counts = """count(*) FILTER (WHERE ts >= $ws AND ts < $we) AS window_count,
                    count(*) FILTER (WHERE ts < $ws OR ts >= $we) AS outside_count,
                    min(ts) FILTER (WHERE ts >= $ws AND ts < $we) AS first_in_window,
-                   min(ts) AS first_seen
+                   min(ts) AS first_seen"""
+    skeleton = "translate(message, '123456789', '000000000') AS skeleton"
+    if keyed:
+        messages = f"""
+        keys AS (
+            SELECT message_key, {counts}, min(rowid) AS line
+            FROM logs WHERE level IN ({level_list})
+            GROUP BY message_key
+        ),
+        messages AS (
+            SELECT service, message, level, error_kind, {skeleton},
+                   window_count, outside_count, first_in_window, first_seen
+            FROM keys JOIN (SELECT rowid AS line, service, message, level, error_kind FROM logs
+                            WHERE rowid IN (SELECT line FROM keys)) USING (line)
+        )"""
+    else:
+        messages = f"""
+        messages AS (
+            SELECT service, message, level, error_kind, {skeleton}, {counts}
             FROM logs WHERE level IN ({level_list})
             GROUP BY service, message, level, error_kind
-        ),
+        )"""
+    return f"""
+        WITH {messages},
         masks AS (
             SELECT skeleton, {mask_sql('skeleton')} AS masked FROM (SELECT DISTINCT skeleton FROM messages)
         ),
@@ -133,10 +161,11 @@ def log_pattern_scan(
     levels: tuple[str, ...] = PROBLEM_LEVELS,
 ) -> dict:
     """Rank WARN/ERROR templates by how much louder they are in [start, end) than outside it."""
-    groups = con.execute(scan_sql(levels), {"ws": start, "we": end}).df()
+    sql = scan_sql(levels, keyed=has_message_key(con))
+    groups = con.execute(sql, {"ws": start, "we": end}).df()
     minutes = window_bounds(con, start, end)
     if groups.empty:
-        return {"templates": [], "background": [], "services": [], "mentions": [], **minutes, "sql": scan_sql(levels)}
+        return {"templates": [], "background": [], "services": [], "mentions": [], **minutes, "sql": sql}
 
     services = sorted(con.execute("SELECT DISTINCT service FROM logs").df()["service"].dropna().tolist())
     # Mine per service so that templates never mix services; who-blames-whom is read from every
@@ -181,7 +210,7 @@ def log_pattern_scan(
         "services": by_service,
         "mentions": mentions,
         **minutes,
-        "sql": scan_sql(levels),
+        "sql": sql,
     }
 
 
