@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
+from graph.checkpointing import CheckpointUnavailable as CheckpointError
+from graph.checkpointing import serializer, verify_sqlite_file
 from graph.configuration import Configuration
-from graph.graph import NODE_ORDER, build_graph
-from graph.state import STATE_MODELS
+from graph.graph import build_graph
 from tools.loader import InputError
 from tools.sources.datasets import has_glob, is_dataset
 from tools.sources.logformats import LOG_FORMATS
@@ -40,17 +40,6 @@ PROMETHEUS_ONLY_FLAGS = ("query", "queries", "since", "until", "step", "promethe
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAITING = 0, 1, 2, 3
 
 
-class CheckpointError(RuntimeError):
-    pass
-
-
-# The columns SqliteSaver reads: a file without them is not ours (or is damaged).
-CHECKPOINT_COLUMNS = {
-    "checkpoints": "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata",
-    "writes": "thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value",
-}
-
-
 @contextmanager
 def open_checkpointer(path: Path) -> Iterator[SqliteSaver]:
     """The SQLite checkpointer at `path`; a corrupt, foreign or unreachable file is an error, never a fresh start."""
@@ -58,23 +47,14 @@ def open_checkpointer(path: Path) -> Iterator[SqliteSaver]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointError(f"state directory {path.parent} cannot be created: {exc.strerror}") from exc
-    if path.exists() and not path.is_file():
-        raise CheckpointError(f"checkpoint database {path} is not a file")
-    existing = path.exists() and path.stat().st_size > 0
+    verify_sqlite_file(path)
     try:
         conn = sqlite3.connect(str(path), check_same_thread=False)
     except sqlite3.Error as exc:
         raise CheckpointError(f"checkpoint database {path} cannot be opened: {exc}") from exc
     try:
         try:
-            # quick_check reads every page: a file damaged past its header fails here, not mid-run.
-            problem = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if problem != "ok":
-                raise CheckpointError(f"checkpoint database {path} is corrupt: {problem}")
-            if existing:  # checked before setup(), which would add our tables to a foreign database
-                for table, columns in CHECKPOINT_COLUMNS.items():
-                    conn.execute(f"SELECT {columns} FROM {table} LIMIT 0")
-            saver = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=STATE_MODELS))
+            saver = SqliteSaver(conn, serde=serializer())
             saver.setup()
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(f"checkpoint database {path} is unreadable: {exc}") from exc

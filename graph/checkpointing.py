@@ -26,20 +26,35 @@ def serializer() -> JsonPlusSerializer:
     return JsonPlusSerializer(allowed_msgpack_modules=STATE_MODELS)
 
 
+# The columns our checkpoint tables must have: an existing file without them is someone else's
+# database, and setup() would otherwise add our tables to it.
+CHECKPOINT_COLUMNS = {
+    "checkpoints": "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata",
+    "writes": "thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value",
+}
+
+
 def verify_sqlite_file(path: Path) -> None:
-    """Fail clearly when `path` exists but is not a readable SQLite database."""
-    if path.is_dir():
-        raise CheckpointUnavailable(f"checkpoint database {path} is a directory")
-    if not path.exists():
+    """Fail clearly when `path` exists but is not a sound checkpoint database of ours."""
+    if path.exists() and not path.is_file():
+        raise CheckpointUnavailable(f"checkpoint database {path} is not a file")
+    if not path.exists() or path.stat().st_size == 0:
         return
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            conn.execute("PRAGMA schema_version").fetchone()
-        finally:
-            conn.close()
+    except sqlite3.Error as exc:
+        raise CheckpointUnavailable(f"checkpoint database {path} cannot be opened: {exc}") from exc
+    try:
+        # quick_check reads every page: a file damaged past its header fails here, not mid-run.
+        problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise CheckpointUnavailable(f"checkpoint database {path} is corrupt: {problem}")
+        for table, columns in CHECKPOINT_COLUMNS.items():
+            conn.execute(f"SELECT {columns} FROM {table} LIMIT 0")
     except sqlite3.DatabaseError as exc:
         raise CheckpointUnavailable(f"checkpoint database {path} is unreadable: {exc}") from exc
+    finally:
+        conn.close()
 
 
 class DeferredSaver(BaseCheckpointSaver):
