@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= demo-out
 
-.PHONY: setup demo test evals clean
+.PHONY: setup demo test unit lint evals eval-report clean
 
 $(BIN)/incident-graph: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,19 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The fast tier: no servers, no CLI processes (under a minute).
+unit: setup
+	$(BIN)/python -m pytest -q -m "not integration and not slow" tests
+
+lint: setup
+	$(BIN)/ruff check .
+
 evals: setup
 	$(BIN)/python -m pytest -q evals
+
+# Refresh the committed evals/results.md (make test writes its report under evals/out/).
+eval-report: setup
+	INCIDENT_GRAPH_EVAL_REPORT=evals/results.md $(BIN)/python -m pytest -q evals
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,12 +1,17 @@
 """The `incident-graph` command: demo, investigate, resume, generate, eval, serve.
 
 A contract other tools depend on: flags and exit codes are documented in the README
-(0 done, 2 bad input or usage, 3 waiting for approval, 1 anything else).
+(0 done, 2 bad input or usage, 3 waiting for approval, 1 anything else). A decision someone
+else took first is refused with 2; a run the machine stops (disk full, read-only) exits 1 and
+its thread is finished later by `resume`.
 """
 
 import argparse
+import errno
 import json
 import os
+import pwd
+import shlex
 import sqlite3
 import sys
 import uuid
@@ -14,13 +19,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
+from pydantic import ValidationError
 
 from graph.checkpointing import CheckpointUnavailable as CheckpointError
-from graph.checkpointing import serializer, verify_sqlite_file
-from graph.configuration import Configuration
+from graph.checkpointing import (
+    claim_in_sqlite,
+    decision_claim_key,
+    serializer,
+    verify_sqlite_file,
+)
+from graph.configuration import (
+    Configuration,
+    readable_errors,
+    runnable_config,
+    thread_path,
+)
 from graph.graph import build_graph
+from graph.plans import labelled
+from graph.state import Approval, Decision, Mitigation
+from serving.status import pending_interrupt
 from tools.loader import InputError
 from tools.sources.datasets import has_glob, is_dataset
 from tools.sources.logformats import LOG_FORMATS
@@ -39,6 +59,18 @@ PROMETHEUS_ONLY_FLAGS = ("query", "queries", "since", "until", "step", "promethe
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAITING = 0, 1, 2, 3
 
+# About the largest plan the Mitigation model accepts (30 mitigations of 30 steps of 4000
+# characters, in ASCII): a bigger --plan file is refused before it is parsed.
+PLAN_FILE_MAX_BYTES = 4 * 2**20
+
+
+class AlreadyDecided(Exception):
+    """The approval request was answered by someone else first (another CLI process, the server)."""
+
+
+class RunStopped(Exception):
+    """The machine stopped the run (disk full, read-only, no permission); its checkpoints are kept."""
+
 
 @contextmanager
 def open_checkpointer(path: Path) -> Iterator[SqliteSaver]:
@@ -56,6 +88,8 @@ def open_checkpointer(path: Path) -> Iterator[SqliteSaver]:
         try:
             saver = SqliteSaver(conn, serde=serializer())
             saver.setup()
+        except sqlite3.OperationalError as exc:  # the file passed verify_sqlite_file: the disk fails (full, read-only)
+            raise CheckpointError(f"checkpoint database {path} cannot be written: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(f"checkpoint database {path} is unreadable: {exc}") from exc
         yield saver
@@ -70,20 +104,34 @@ def checkpoint_path(settings: Configuration) -> Path:
 MODEL_FLAGS = ("model", "base_url", "temperature", "max_steps", "token_budget")
 
 
-def run_config(args: argparse.Namespace, thread_id: str, auto_approve: bool) -> dict:
-    configurable = {"thread_id": thread_id, "auto_approve": auto_approve}
-    if args.state_dir:
+def run_config(args: argparse.Namespace, thread_id: str, auto_approve: bool) -> RunnableConfig:
+    """The run's config from the flags. The thread id and every setting are checked here, before
+    anything touches the disk; the recursion limit follows --max-steps."""
+    configurable = {"auto_approve": auto_approve}
+    if args.state_dir is not None:  # an empty --state-dir is refused by the model, not replaced by the default
         configurable["state_dir"] = args.state_dir
     for name in MODEL_FLAGS:
         if getattr(args, name, None) is not None:
             configurable[name] = getattr(args, name)
     if getattr(args, "no_redact", False):
         configurable["redact"] = False
-    return {"configurable": configurable, "recursion_limit": 60}
+    return runnable_config(thread_id, configurable)
 
 
-def stream(app, payload, config: dict, quiet: bool) -> dict:
-    """Run the graph, printing one line per finished node; returns the final state values."""
+def new_thread_id(args: argparse.Namespace) -> str:
+    return args.thread_id if args.thread_id is not None else f"incident-{uuid.uuid4().hex[:12]}"
+
+
+def checked_out_dir(out: str) -> str:
+    """--out as an absolute path; an existing non-directory is refused before the run, not at its end."""
+    path = Path(out).resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is not a directory")
+    return str(path)
+
+
+def stream(app, payload, config: RunnableConfig, quiet: bool) -> StateSnapshot:
+    """Run the graph, printing one line per finished node; returns the thread's state at the end."""
     # durability="sync": a step's checkpoint is on disk before the next step starts, so a crash
     # (SIGKILL, power loss) costs at most the step that was running.
     for update in app.stream(payload, config, stream_mode="updates", subgraphs=True, durability="sync"):
@@ -96,6 +144,27 @@ def stream(app, payload, config: dict, quiet: bool) -> dict:
             where = "investigate/" if namespace else ""
             print(f"[{where}{node}] {restored}{describe(node, value)}", flush=True)
     return app.get_state(config)
+
+
+def failure_reason(exc: OSError | sqlite3.OperationalError, store: Path) -> str:
+    """'no space left on device (ENOSPC): /out/x' or 'checkpoint database /s/c.sqlite: database or disk is full'."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return f"checkpoint database {store}: {exc}"
+    code = errno.errorcode.get(exc.errno or 0)
+    reason = (exc.strerror or str(exc)).lower() + (f" ({code})" if code else "")
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
+@contextmanager
+def resumable_on_failure(args: argparse.Namespace, thread_id: str, store: Path) -> Iterator[None]:
+    """Disk full, read-only or forbidden paths while the graph runs: a clear error (exit 1: the
+    input was fine, the machine failed) instead of a traceback. Each step's checkpoint is atomic,
+    so the thread stays at its last finished step and `resume` completes it once fixed."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise RunStopped(f"thread {thread_id} stopped: {failure_reason(exc, store)}. Its checkpoints are kept; "
+                         f"once that is fixed (or with another --out), finish it with: {resume_command(args, thread_id)}") from exc
 
 
 def describe(node: str, update: dict | None) -> str:
@@ -127,27 +196,54 @@ def describe(node: str, update: dict | None) -> str:
     return "done"
 
 
-def finish(app, state, config: dict, args: argparse.Namespace, thread_id: str) -> int:
-    if state.next:
-        request = state.tasks[0].interrupts[0].value if state.tasks and state.tasks[0].interrupts else {}
+def plan_line(m: Mitigation) -> str:
+    """One mitigation as the approver reads it. A step that changes production shows as such,
+    with what the proposer had claimed, so a 'no prod change' label cannot hide a restart."""
+    if m.prod_change:
+        prod = f"touches prod (proposed as no prod change: {m.prod_change})"
+    else:
+        prod = "touches prod" if m.touches_prod else "no prod change"
+    status = "" if m.status == "proposed" else f"{m.status}; "
+    return f"  {m.id}. {m.title} ({status}{prod}; owner {m.owner}; ETA {m.eta_minutes} min)"
+
+
+def resume_command(args: argparse.Namespace, thread_id: str, *decision: str) -> str:
+    """The `resume` command that continues this thread, quoted for a shell."""
+    state_dir = ["--state-dir", args.state_dir] if args.state_dir is not None else []
+    return shlex.join(["incident-graph", "resume", "--thread-id", thread_id, *decision, "--out", args.out, *state_dir])
+
+
+def finish(state: StateSnapshot, args: argparse.Namespace, thread_id: str) -> int:
+    pending = pending_interrupt(state)
+    if pending is not None:
+        request = pending[1]
         print("\nWaiting for approval. Proposed plan:")
-        for m in request.get("mitigations", []):
-            prod = "touches prod" if m["touches_prod"] else "no prod change"
-            print(f"  {m['id']}. {m['title']} ({prod}; owner {m['owner']}; ETA {m['eta_minutes']} min)")
+        # Labelled again here: a thread checkpointed before the graph derived the label shows it too.
+        for m in labelled([Mitigation.model_validate(m) for m in request.get("mitigations", [])]):
+            print(plan_line(m))
         lead = request.get("leading_hypothesis") or {}
         print(f"Leading hypothesis: {lead.get('service')} / {lead.get('kind')} (confidence {lead.get('confidence')})")
-        state_flag = f" --state-dir {args.state_dir}" if args.state_dir else ""
-        print(f"\nResume with:\n  incident-graph resume --thread-id {thread_id} --approve --out {args.out}{state_flag}")
-        print(f"  incident-graph resume --thread-id {thread_id} --reject 'why' --out {args.out}{state_flag}")
+        print(f"\nResume with:\n  {resume_command(args, thread_id, '--approve')}")
+        print(f"  {resume_command(args, thread_id, '--reject', 'the reason')}")
         return EXIT_WAITING
     values = state.values
     artifacts = values.get("artifacts", {})
     pm = json.loads(Path(artifacts["postmortem.json"]).read_text())
     root = pm["root_cause"]
     print(f"\nthread {thread_id}: incident_detected={pm['incident_detected']} root_cause={root['service']} / {root['kind']}")
+    if values.get("approval"):
+        print(f"decision: {decision_summary(values['approval'])}")
+        for m in values.get("mitigations", []):
+            print(plan_line(m))
     for path in artifacts.values():
         print(f"  wrote {path}")
     return EXIT_OK
+
+
+def decision_summary(approval: Approval) -> str:
+    """'approve by alice (local user root) at 2024-06-01T10:00:00Z'"""
+    who = f" ({approval.authenticated_as})" if approval.authenticated_as else ""
+    return f"{approval.action} by {approval.by}{who} at {approval.at}"
 
 
 def metrics_input(args: argparse.Namespace, settings: Configuration, thread_id: str) -> dict:
@@ -171,7 +267,7 @@ def metrics_input(args: argparse.Namespace, settings: Configuration, thread_id: 
     window = resolve_range(args.since, args.until, step)
     frame = fetch_metrics(args.prometheus, queries, window, headers=headers,
                           bearer_token=os.environ.get(PROMETHEUS_TOKEN_ENV) or None)
-    path = Path(settings.state_dir) / "work" / f"{thread_id}.prometheus.parquet"
+    path = thread_path(Path(settings.state_dir) / "work", thread_id, ".prometheus.parquet")
     if not args.quiet:
         print(f"prometheus: {len(queries)} quer{'y' if len(queries) == 1 else 'ies'}, {len(frame)} points "
               f"from {window.start.isoformat()} to {window.end.isoformat()} every {window.step_s:g}s", flush=True)
@@ -195,12 +291,15 @@ def parse_log_fields(flags: list[str]) -> dict[str, str]:
     return fields
 
 
-def cmd_investigate(args: argparse.Namespace, auto_approve: bool | None = None) -> int:
-    thread_id = args.thread_id or f"incident-{uuid.uuid4().hex[:12]}"
-    approve = args.auto_approve if auto_approve is None else auto_approve
-    config = run_config(args, thread_id, approve)
+def cmd_investigate(args: argparse.Namespace) -> int:
+    return investigate(args, run_config(args, new_thread_id(args), args.auto_approve), checked_out_dir(args.out))
+
+
+def investigate(args: argparse.Namespace, config: RunnableConfig, out_dir: str) -> int:
+    thread_id = config["configurable"]["thread_id"]
     settings = Configuration.from_runnable_config(config)
-    with open_checkpointer(checkpoint_path(settings)) as saver:
+    store = checkpoint_path(settings)
+    with open_checkpointer(store) as saver:
         app = build_graph(saver)
         if app.get_state(config).values:
             raise CheckpointError(f"thread {thread_id} already exists; use `incident-graph resume` or a new --thread-id")
@@ -213,37 +312,112 @@ def cmd_investigate(args: argparse.Namespace, auto_approve: bool | None = None) 
         if getattr(args, "log_field", None):
             inputs["log_fields"] = parse_log_fields(args.log_field)
         print(f"thread {thread_id} (model: {settings.model})", flush=True)
-        state = stream(app, {"inputs": inputs, "out_dir": str(Path(args.out).resolve())}, config, args.quiet)
-        return finish(app, state, config, args, thread_id)
+        with resumable_on_failure(args, thread_id, store):
+            state = stream(app, {"inputs": inputs, "out_dir": out_dir}, config, args.quiet)
+        return finish(state, args, thread_id)
+
+
+def local_user() -> str:
+    """The account this process runs as, from the OS (not $USER, which any caller can set)."""
+    uid = os.geteuid()
+    try:
+        return f"local user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:  # a uid without a passwd entry (containers)
+        return f"local uid {uid}"
+
+
+def read_plan(path: str) -> object:
+    """The JSON of --plan FILE, read no further than PLAN_FILE_MAX_BYTES."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(PLAN_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"--plan {path} cannot be read: {exc.strerror}") from None
+    if len(data) > PLAN_FILE_MAX_BYTES:
+        raise ValueError(f"--plan {path} is larger than {PLAN_FILE_MAX_BYTES // 2**20} MiB: a plan holds at most 30 mitigations")
+    try:
+        return json.loads(data)  # its shape is the Decision model's to check
+    except RecursionError:
+        raise ValueError(f"--plan {path} is not a plan: its JSON is nested too deeply") from None
+    except ValueError as exc:  # also bytes that are not UTF-8
+        raise ValueError(f"--plan {path} is not valid JSON: {exc}") from None
+
+
+def decision_from(args: argparse.Namespace) -> Decision | None:
+    """The decision the flags give, validated by the model (length of --by and the note, the
+    edited plan), or None when no decision was given."""
+    if args.approve:
+        answer: dict = {"action": "approve"}
+    elif args.reject is not None:
+        answer = {"action": "reject", "note": args.reject}
+    elif args.plan is not None:
+        answer = {"action": "edit", "mitigations": read_plan(args.plan)}
+    else:
+        return None
+    try:
+        return Decision(**answer, by=args.by, authenticated_as=local_user())
+    except ValidationError as exc:
+        source = f"--plan {args.plan}" if args.plan is not None else "decision"
+        raise ValueError(f"{source}: {readable_errors(exc)}") from None
+
+
+def claim_decision(store: Path, thread_id: str, interrupt_id: str) -> None:
+    """Exactly one decision per approval request, whichever process sends it: the claim lives in
+    the checkpoint file, where the server's workers claim too."""
+    owner = f"{local_user()} (cli pid {os.getpid()})"
+    if not claim_in_sqlite(store, decision_claim_key(thread_id, interrupt_id), owner):
+        raise AlreadyDecided(f"thread {thread_id} is already decided: another process (CLI or server) answered "
+                             f"approval request {interrupt_id} first; nothing was written")
+
+
+def second_decision(thread_id: str, approval: Approval, finished: bool) -> AlreadyDecided:
+    """A decision sent to a thread that holds one: the first stands, whoever sends the next."""
+    then = "it has finished" if finished else "resume it without --approve, --reject or --plan to finish it"
+    return AlreadyDecided(f"thread {thread_id} is already decided: {decision_summary(approval)}; {then}")
+
+
+def resume_payload(decision: Decision | None, out_dir: str, recorded_out_dir: str | None) -> Command | None:
+    """What the run resumes with: the decision, and --out as a state update when it differs from
+    the thread's (the write node reads `out_dir` from the state)."""
+    update = {"out_dir": out_dir} if out_dir != recorded_out_dir else None
+    if decision is None and update is None:
+        return None  # a crashed run carries on from its last checkpoint, unchanged
+    answer = decision.model_dump(mode="json", exclude_none=True) if decision else None
+    return Command(resume=answer, update=update)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     config = run_config(args, args.thread_id, False)
+    decision = decision_from(args)
     settings = Configuration.from_runnable_config(config)
-    with open_checkpointer(checkpoint_path(settings)) as saver:
+    out_dir = checked_out_dir(args.out)
+    store = checkpoint_path(settings)
+    with open_checkpointer(store) as saver:
         app = build_graph(saver)
         snapshot = app.get_state(config)
         if not snapshot.values:
-            raise CheckpointError(f"no thread {args.thread_id} in {checkpoint_path(settings)}")
+            raise CheckpointError(f"no thread {args.thread_id} in {store}")
         # `next` is also empty when a crash hit after a node's writes were saved but before the
         # following checkpoint: only a thread with no task left has finished.
-        if not snapshot.next and not snapshot.tasks:
+        finished = not snapshot.next and not snapshot.tasks
+        if decision and snapshot.values.get("approval"):
+            raise second_decision(args.thread_id, snapshot.values["approval"], finished)
+        if finished:
             print(f"thread {args.thread_id} is already finished: {snapshot.values.get('artifacts')}")
             return EXIT_OK
-        decided = bool(args.approve or args.reject or args.plan)
-        if not any(task.interrupts for task in snapshot.tasks):
-            if decided:  # the plan was never shown: the decision waits until it has been
+        pending = pending_interrupt(snapshot)
+        if pending is None:
+            if decision:  # the plan was never shown: the decision waits until it has been
                 print(f"thread {args.thread_id} stopped before asking for approval; continuing it first", file=sys.stderr)
-            payload = None  # interrupted mid-run (crash): carry on from the last checkpoint
-        else:
-            if not decided:
-                raise CheckpointError(f"thread {args.thread_id} waits for approval: pass --approve, --reject NOTE or --plan FILE")
-            decision = {"action": "approve", "by": args.by} if args.approve else {"action": "reject", "note": args.reject, "by": args.by}
-            if args.plan:
-                decision = {"action": "edit", "by": args.by, "mitigations": json.loads(Path(args.plan).read_text())}
-            payload = Command(resume=decision)
-        state = stream(app, payload, config, args.quiet)
-        return finish(app, state, config, args, args.thread_id)
+            decision = None  # interrupted mid-run (crash): carry on from the last checkpoint
+        elif decision is None:
+            raise CheckpointError(f"thread {args.thread_id} waits for approval: pass --approve, --reject NOTE or --plan FILE")
+        with resumable_on_failure(args, args.thread_id, store):
+            if decision and pending:
+                claim_decision(store, args.thread_id, pending[0])
+            payload = resume_payload(decision, out_dir, snapshot.values.get("out_dir"))
+            state = stream(app, payload, config, args.quiet)
+        return finish(state, args, args.thread_id)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -251,7 +425,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     scenario = generate(args.fault, args.seed)
     paths = write_scenario(scenario, args.out)
-    for name, path in paths.items():
+    for path in paths.values():
         print(f"wrote {path}")
     return EXIT_OK
 
@@ -259,13 +433,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from evals.generator import generate, write_scenario
 
+    # A bad thread id, setting or --out is refused before the scenario is written.
+    config, out_dir = run_config(args, new_thread_id(args), auto_approve=True), checked_out_dir(args.out)
     scenario = generate(args.fault, args.seed)
-    data_dir = Path(args.out) / "scenario"
-    paths = write_scenario(scenario, data_dir)
+    paths = write_scenario(scenario, Path(out_dir) / "scenario")
     truth = scenario.truth
     print(f"scenario: fault={truth['fault']} seed={args.seed} window={truth['start']}..{truth['end']} root={truth['root_service']}")
     args.metrics, args.logs, args.events = paths["metrics"], paths["logs"], paths["events"]
-    return cmd_investigate(args, auto_approve=True)
+    return investigate(args, config, out_dir)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -360,12 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except InputError as exc:
+    except (InputError, CheckpointError, AlreadyDecided, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (CheckpointError, ValueError) as exc:
+    except RunStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -5,10 +5,16 @@
 Settings come from the environment (see `ServerSettings`). Runs started here are checkpointed
 per thread in the SQLite file under the state dir, or in PostgreSQL when a DSN is set, so a
 waiting incident survives a restart and any worker sharing the store can take its decision.
+
+What a client controls: its inputs (uploads, or paths confined to the data directory), the
+analysis windows in `CLIENT_SETTABLE`, and, with a decision, the approval's action, note, label
+and edited plan. Everything else (model, endpoint, limits, paths, the human gate) is the
+operator's; a decision records the identity of the API key that sent it. `serving.security`
+screens every request (keys, cross-site origins, body sizes) and `serving.graph_routes` holds
+the LangServe rules.
 """
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -16,29 +22,43 @@ import re
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import UploadFile
 
-from graph.checkpointing import CheckpointUnavailable, DeferredSaver, open_postgres_saver, open_sqlite_saver
-from graph.configuration import Configuration
+from graph.checkpointing import CheckpointUnavailable, DeferredSaver, decision_claim_key, open_postgres_saver, open_sqlite_saver
+from graph.configuration import Configuration, InvalidThreadId, runnable_config, thread_path, validate_thread_id
 from graph.graph import build_graph
-from graph.nodes.load import FILE_INPUTS, confined_inputs
-from graph.state import Decision, parse_utc
+from graph.state import Decision, DecisionRequest
+from serving.graph_routes import EchoThreadIds, add_graph_routes
 from serving.index import IncidentIndex, open_postgres_index, open_sqlite_index
+from serving.security import (
+    PublicPaths,
+    RequestGuard,
+    bearer_guard,
+    exposed_without_key,
+    is_json,
+    parse_api_keys,
+    parse_origins,
+    require_json,
+)
 from serving.status import FINISHED, describe_incident, pending_interrupt, status_of
 from tools.loader import InputError
-from tools.sources.datasets import is_dataset
+from tools.sources.datasets import FILE_INPUTS, OutsideInputRoots, confined_inputs, is_dataset
+from tools.times import parse_utc
 
 log = logging.getLogger("incident-graph.server")
 PAGE_DIR = Path(__file__).resolve().parent / "serving" / "page"
@@ -52,12 +72,18 @@ class ServerSettings:
     """Read from the environment once, when the app is made."""
 
     state_dir: Path = field(default_factory=lambda: Path(Configuration().state_dir))
-    api_key: str | None = field(default_factory=lambda: os.environ.get("INCIDENT_GRAPH_API_KEY") or None)
+    # {key: identity}: the shared INCIDENT_GRAPH_API_KEY is "api-key", named keys are their name.
+    api_keys: dict[str, str] = field(default_factory=lambda: parse_api_keys(
+        os.environ.get("INCIDENT_GRAPH_API_KEY"), os.environ.get("INCIDENT_GRAPH_API_KEYS")))
+    # Web origins besides the server's own that may send state-changing requests (a proxy's).
+    allowed_origins: frozenset[str] = field(default_factory=lambda: parse_origins(os.environ.get("INCIDENT_GRAPH_ALLOWED_ORIGINS")))
     data_dir: Path | None = field(
         default_factory=lambda: Path(os.environ["INCIDENT_GRAPH_DATA_DIR"]) if os.environ.get("INCIDENT_GRAPH_DATA_DIR") else None
     )
     postgres_dsn: str | None = field(default_factory=lambda: os.environ.get("INCIDENT_GRAPH_POSTGRES_DSN") or None)
     max_upload_bytes: int = field(default_factory=lambda: int(os.environ.get("INCIDENT_GRAPH_MAX_UPLOAD_MB", "512")) * 2**20)
+    # Every body but an upload (decisions, paths, /graph requests); free text is bounded by the models.
+    max_json_bytes: int = field(default_factory=lambda: int(os.environ.get("INCIDENT_GRAPH_MAX_JSON_KB", "1024")) * 1024)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # A run whose last checkpoint is older than this, and that no task of this worker runs, is
     # taken to be orphaned by a dead worker and resumed. Longer than any single node takes.
@@ -80,6 +106,11 @@ class ServerSettings:
         """Where runs may read: the data directory (relative paths resolve there) and uploads."""
         return [self.data_dir, self.uploads_dir] if self.data_dir else [self.uploads_dir]
 
+    @cached_property
+    def public(self) -> PublicPaths:
+        """Messages as a client may see them: no directory of this server spelled out."""
+        return PublicPaths({"<uploads>": self.uploads_dir, "<data>": self.data_dir, "<state>": self.state_dir})
+
 
 class Investigations:
     """Runs the graph in background tasks of this worker; their state lives in the checkpointer."""
@@ -90,14 +121,15 @@ class Investigations:
         self.index: IncidentIndex | None = None
         self.tasks: dict[str, asyncio.Task] = {}
 
-    def config(self, thread_id: str) -> dict:
-        configurable: dict[str, Any] = {
-            "thread_id": thread_id,
+    def config(self, thread_id: str, overrides: Mapping[str, Any] | None = None) -> RunnableConfig:
+        """One run's config: a client's checked `overrides`, then the server's own paths; every
+        other setting is the operator's, and the recursion limit follows their max_steps."""
+        pinned = {
             "state_dir": str(self.settings.state_dir),
             "artifacts_dir": str(self.settings.artifacts_dir),
             "input_roots": os.pathsep.join(str(root) for root in self.settings.input_roots),
         }
-        return {"configurable": configurable, "recursion_limit": 60}
+        return runnable_config(thread_id, {**(overrides or {}), **pinned})
 
     def start(self, thread_id: str, payload: Any) -> None:
         self.tasks[thread_id] = asyncio.create_task(self._run(thread_id, payload), name=f"investigate {thread_id}")
@@ -115,6 +147,12 @@ class Investigations:
     async def snapshot(self, thread_id: str):
         return await self.graph.aget_state(self.config(thread_id))
 
+    async def thread_exists(self, thread_id: str) -> bool:
+        """An incident started here (checkpointed or not yet), or any checkpoint (CLI, LangServe)."""
+        if await self.index.get(thread_id) is not None:
+            return True
+        return await self.graph.checkpointer.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}) is not None
+
     async def recover(self) -> list[str]:
         """Resume incidents whose worker died mid-run; one worker wins each via a claim.
 
@@ -128,7 +166,7 @@ class Investigations:
             if status not in {"queued", "running"} or record.thread_id in self.tasks:
                 continue
             last_progress = parse_utc(snapshot.created_at or record.created_at)
-            if (datetime.now(timezone.utc) - last_progress).total_seconds() < self.settings.recover_after_s:
+            if (datetime.now(UTC) - last_progress).total_seconds() < self.settings.recover_after_s:
                 continue
             checkpoint_id = (snapshot.config or {}).get("configurable", {}).get("checkpoint_id", "start")
             if await self.index.claim(f"recover:{record.thread_id}:{checkpoint_id}", self.settings.worker):
@@ -146,19 +184,6 @@ class Investigations:
             except Exception:  # a sweep that fails (store briefly unreachable) must not stop the next
                 log.exception("recovery sweep failed")
             await asyncio.sleep(min(10.0, max(self.settings.recover_after_s, 0.5)))
-
-
-def bearer_guard(settings: ServerSettings):
-    """A dependency that demands `Authorization: Bearer <key>` when the server has a key."""
-
-    async def require_key(request: Request) -> None:
-        if not settings.api_key:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
-
-    return require_key
 
 
 async def save_upload(upload: UploadFile, destination: Path, budget: int) -> int:
@@ -180,7 +205,7 @@ async def read_uploads(request: Request, settings: ServerSettings, thread_id: st
     unknown = set(form) - {"metrics", "logs", "events"}
     if unknown:
         raise HTTPException(422, f"unknown form field(s) {sorted(unknown)}: expected files 'metrics', 'logs' and optionally 'events'")
-    folder = settings.uploads_dir / thread_id
+    folder = thread_path(settings.uploads_dir, thread_id)
     folder.mkdir(parents=True, exist_ok=True)
     inputs: dict[str, str] = {}
     budget = settings.max_upload_bytes
@@ -209,6 +234,9 @@ async def read_uploads(request: Request, settings: ServerSettings, thread_id: st
 
 
 def inputs_from_paths(body: Any, settings: ServerSettings) -> dict[str, str]:
+    """Paths under the data directory. It reads the disk (symlinks, a glob's files): run it off
+    the event loop. `confined_inputs` refuses outside paths before reading anything and bounds
+    a glob's listing in files and time."""
     if settings.data_dir is None:
         raise HTTPException(422, "this server has no data directory (INCIDENT_GRAPH_DATA_DIR): upload the files as multipart/form-data")
     if not isinstance(body, dict) or not isinstance(body.get("metrics"), str) or not isinstance(body.get("logs"), str):
@@ -226,7 +254,7 @@ def inputs_from_paths(body: Any, settings: ServerSettings) -> dict[str, str]:
     try:
         confined = confined_inputs([settings.data_dir], files)
     except InputError as exc:
-        raise HTTPException(403, str(exc)) from exc
+        raise HTTPException(403 if isinstance(exc, OutsideInputRoots) else 422, settings.public(exc)) from None
     for key in FILE_INPUTS:
         if key in confined and not (Path(confined[key]).is_file() or is_dataset(confined[key])):
             raise HTTPException(422, f"'{key}': no file {files[key]} under the data directory")
@@ -235,6 +263,7 @@ def inputs_from_paths(body: Any, settings: ServerSettings) -> dict[str, str]:
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
+    Configuration.from_runnable_config({})  # a bad INCIDENT_GRAPH_<FIELD> is a startup error, not one per request
     saver = DeferredSaver()
     runs = Investigations(settings, saver)
 
@@ -257,20 +286,27 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 await asyncio.gather(*runs.tasks.values(), return_exceptions=True)
                 saver.bind(None)
 
-    app = FastAPI(title="incident-graph", version="0.1", lifespan=lifespan)
+    # The API docs are served by the guarded routes below, not FastAPI's open defaults.
+    app = FastAPI(title="incident-graph", version="0.1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runs = runs
-    guard = Depends(bearer_guard(settings))
+    app.add_middleware(EchoThreadIds)
+    app.add_middleware(RequestGuard, allowed_origins=settings.allowed_origins, max_body_bytes=settings.max_json_bytes)
+    guard = Depends(bearer_guard(settings.api_keys))
 
     @app.exception_handler(CheckpointUnavailable)
     async def checkpoint_unavailable(request: Request, exc: CheckpointUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return JSONResponse({"detail": settings.public(exc)}, status_code=503)
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
         # Raised inside a LangServe run (an /incidents run records it in its checkpoint instead).
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": settings.public(exc)}, status_code=403 if isinstance(exc, OutsideInputRoots) else 422)
 
     async def known_snapshot(thread_id: str):
+        try:
+            validate_thread_id(thread_id)
+        except InvalidThreadId as exc:
+            raise HTTPException(422, str(exc)) from None
         snapshot = await runs.snapshot(thread_id)
         if not snapshot.values and not snapshot.next and await runs.index.get(thread_id) is None:
             raise HTTPException(404, f"no incident {thread_id}")
@@ -286,16 +322,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if content_type.startswith("multipart/form-data"):
             inputs = await read_uploads(request, settings, thread_id)
             source = {"kind": "upload", "files": {k: Path(v).name for k, v in inputs.items()}, "inputs": inputs}
-        elif content_type.startswith("application/json"):
+        elif is_json(content_type):
             try:
                 body = await request.json()
-            except json.JSONDecodeError as exc:
-                raise HTTPException(422, f"request body is not valid JSON: {exc.msg} at char {exc.pos}") from exc
-            inputs = inputs_from_paths(body, settings)
+            except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
+                raise HTTPException(422, f"request body is not valid JSON: {exc}") from None
+            inputs = await asyncio.to_thread(inputs_from_paths, body, settings)
             shown = {k: os.path.relpath(inputs[k], settings.data_dir.resolve()) for k in FILE_INPUTS if k in inputs}
             source = {"kind": "paths", "files": shown, "inputs": inputs}
         else:
-            raise HTTPException(422, "send multipart/form-data files (metrics, logs, events) or JSON paths under the data directory")
+            raise HTTPException(415, "send multipart/form-data files (metrics, logs, events) or JSON paths under the data directory")
         await runs.index.add(thread_id, source)
         runs.start(thread_id, {"inputs": inputs})
         return {"thread_id": thread_id, "status": "running", "links": incident_links(thread_id)}
@@ -304,31 +340,35 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def list_incidents() -> list[dict]:
         views = []
         for record in await runs.index.all():
-            view = describe_incident(record.thread_id, await runs.snapshot(record.thread_id), detail=False)
+            view = describe_incident(record.thread_id, await runs.snapshot(record.thread_id), detail=False, public=settings.public)
             views.append({**view, "created_at": record.created_at, "source": public_source(record.source)})
         return views
 
     @app.get("/incidents/{thread_id}", dependencies=[guard])
     async def get_incident(thread_id: str) -> dict:
-        view = describe_incident(thread_id, await known_snapshot(thread_id), detail=True)
+        view = describe_incident(thread_id, await known_snapshot(thread_id), detail=True, public=settings.public)
         return {**view, "links": incident_links(thread_id)}
 
-    @app.post("/incidents/{thread_id}/decision", status_code=202, dependencies=[guard])
-    async def decide(thread_id: str, request: Request) -> dict:
+    # The key is checked first (an anonymous caller learns nothing, not even a 415); its owner is `identity`.
+    @app.post("/incidents/{thread_id}/decision", status_code=202, dependencies=[guard, Depends(require_json)])
+    async def decide(thread_id: str, request: Request, identity: str = guard) -> dict:
+        """The only way a paused run goes on, from any entry point: one claim per approval request."""
         snapshot = await known_snapshot(thread_id)
         try:
-            decision = Decision.model_validate_json(await request.body())
+            asked = DecisionRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            raise HTTPException(422, f"invalid decision ({problems}); expected {{'action': 'approve'|'reject'|'edit', ...}}") from exc
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+            raise HTTPException(422, f"invalid decision ({problems}); expected {{'action': 'approve'|'reject'|'edit', ...}}") from None
         waiting = pending_interrupt(snapshot)
         if waiting is None:
             status, _ = status_of(snapshot)
             raise HTTPException(409, f"incident {thread_id} is not waiting for a decision (status: {status})")
-        if not await runs.index.claim(f"decision:{thread_id}:{waiting[0]}", settings.worker):
+        if not await runs.index.claim(decision_claim_key(thread_id, waiting[0]), settings.worker):
             raise HTTPException(409, f"incident {thread_id} has already been decided")
+        # `by` is the label the decider typed; `authenticated_as` is who the key says they are.
+        decision = Decision(**dict(asked), authenticated_as=identity)
         runs.start(thread_id, Command(resume=decision.model_dump(mode="json", exclude_none=True)))
-        return {"thread_id": thread_id, "status": "running", "decision": decision.action}
+        return {"thread_id": thread_id, "status": "running", "decision": decision.action, "authenticated_as": identity}
 
     @app.get("/incidents/{thread_id}/events", dependencies=[guard])
     async def incident_events(thread_id: str, request: Request) -> EventSourceResponse:
@@ -345,7 +385,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 status, error = status_of(snapshot)
                 if status != last_status:
                     current = snapshot.next[0] if snapshot.next else None
-                    yield {"event": "status", "data": json.dumps({"status": status, "current_node": current, "error": error})}
+                    shown_error = settings.public(error) if error else None
+                    yield {"event": "status", "data": json.dumps({"status": status, "current_node": current, "error": shown_error})}
                     last_status = status
                 if status in FINISHED and thread_id not in runs.tasks:
                     return
@@ -366,13 +407,30 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"ok": True, "worker": settings.worker, "running": sorted(runs.tasks)}
+        """Open, for load balancers: says nothing about incidents."""
+        return {"ok": True}
+
+    @app.get("/status", dependencies=[guard])
+    async def worker_status() -> dict:
+        return {"worker": settings.worker, "running": sorted(runs.tasks)}
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[guard])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[guard])
+    async def swagger_docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="incident-graph API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[guard])
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="incident-graph API")
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         return HTMLResponse((PAGE_DIR / "index.html").read_text(encoding="utf-8"))
 
-    add_langserve_routes(app, runs, guard)
+    add_graph_routes(app, runs, guard)
     return app
 
 
@@ -391,29 +449,16 @@ def incident_links(thread_id: str) -> dict[str, str]:
     }
 
 
-def add_langserve_routes(app: FastAPI, runs: Investigations, guard: Any) -> None:
-    """invoke / batch / stream / stream_events / playground under /graph, one thread per request.
-
-    The thread comes from the `x-thread-id` header (a new one when absent); LangServe drops a
-    thread id sent in the body. The server's own paths override anything the client sends, so a
-    caller cannot point the run at files outside the data directory or write elsewhere.
-    """
-    from langserve import add_routes
-
-    def per_request(config: dict, request: Request) -> dict:
-        thread_id = request.headers.get("x-thread-id") or f"graph-{uuid.uuid4().hex[:12]}"
-        pinned = runs.config(thread_id)["configurable"]
-        return {**config, "configurable": {**(config.get("configurable") or {}), **pinned}, "recursion_limit": 60}
-
-    add_routes(app, runs.graph, path="/graph", per_req_config_modifier=per_request, dependencies=[guard])
-
-
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Several workers need a store they can share: PostgreSQL, or the SQLite file on one host."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = ServerSettings()
+    if exposed_without_key(host, bool(settings.api_keys)):
+        log.warning("NO API KEY: listening on %s:%d with neither INCIDENT_GRAPH_API_KEY nor INCIDENT_GRAPH_API_KEYS set; anyone "
+                    "who reaches this address can read every incident and approve its mitigations", host, port)
     if workers > 1:
         uvicorn.run("server:create_app", factory=True, host=host, port=port, workers=workers)
     else:
-        uvicorn.run(create_app(), host=host, port=port)
+        uvicorn.run(create_app(settings), host=host, port=port)

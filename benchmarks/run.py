@@ -36,7 +36,6 @@ SIZE_SUFFIX = {"k": 1_000, "m": 1_000_000}
 # it is skipped by default rather than risk the memory of a shared machine.
 SEED_PANDAS_MAX_LINES = 10_000_000
 E2E_TARGET_S = 5.0
-SCAN_TARGET_RATIO = 2.0
 
 
 def parse_size(text: str) -> int:

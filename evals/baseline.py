@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tools.templates import mask_message
+from tools.times import iso_utc
 
 WINDOW = 75
 THRESHOLD = 3.2
@@ -108,14 +109,10 @@ def baseline_postmortem(metrics: pd.DataFrame, logs: pd.DataFrame, has_error_kin
     root = d["ranked_services"][0] if d["ranked_services"] else None
     return {
         "incident_detected": True,
-        "incident_window": {"start": _iso(start), "end": _iso(end)},
+        "incident_window": {"start": iso_utc(start), "end": iso_utc(end)},
         "hypotheses": hypotheses,
         "evidence": evidence,
         "root_cause": {"service": root, "kind": d["kind"], "signature": d["signature"]},
     }
 
 
-def _iso(ts: pd.Timestamp) -> str:
-    ts = pd.Timestamp(ts)
-    ts = ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -2,16 +2,18 @@
 
 Progress (one line per case) goes to stdout (`pytest -s evals/` shows it live); the table is
 printed in pytest's terminal summary and written, with the command that made it, to
-evals/results.md.
+evals/out/results.md (gitignored, so `make test` never rewrites a tracked file). The committed
+evals/results.md is refreshed deliberately: `make eval-report`.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 
 from evals import suite
 
-REPORT = Path(__file__).resolve().parent / "results.md"
+REPORT = Path(os.environ.get("INCIDENT_GRAPH_EVAL_REPORT") or Path(__file__).resolve().parent / "out" / "results.md")
 _RESULTS = pytest.StashKey[list]()
 
 
@@ -29,9 +31,16 @@ def scoring_results(request, tmp_path_factory) -> list[suite.CaseResult]:
         "offline analyst, auto-approved. Baseline: `evals/baseline.py` (rolling z-score on p95_ms + "
         "WARN/ERROR counts, after the seed notebook).",
     ]
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(suite.render_report(results, command, notes=notes, enforced=True), encoding="utf-8")
     request.config.stash[_RESULTS] = results
     return results
+
+
+@pytest.fixture(scope="session")
+def eval_report(scoring_results) -> Path:
+    """The Markdown report the scoring run wrote."""
+    return REPORT
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -348,7 +348,7 @@ def _compile(fmt: str) -> tuple[str, list[str]]:
             if field is not None:
                 if field not in names:
                     names.append(field)
-                out.append("{%d}" % names.index(field))
+                out.append(f"{{{names.index(field)}}}")
         hit = ("".join(out), names)
         _COMPILED[fmt] = hit
     return hit

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graph.configuration import OFFLINE_MODEL
+from graph.configuration import OFFLINE_MODEL, runnable_config
 from graph.graph import build_graph
 from graph.report import ARTIFACTS
 from tools.templates import mask_message, template_regex
@@ -88,8 +88,7 @@ def investigate_offline(metrics: str | Path, logs: str | Path, events: str | Pat
     import json
 
     app = build_graph(InMemorySaver())
-    configurable = {"thread_id": f"eval-{uuid.uuid4().hex[:8]}", "auto_approve": True, "state_dir": str(state_dir), "model": OFFLINE_MODEL}
-    config = {"configurable": configurable, "recursion_limit": 60}
+    config = runnable_config(f"eval-{uuid.uuid4().hex[:8]}", {"auto_approve": True, "state_dir": str(state_dir), "model": OFFLINE_MODEL})
     inputs = {"metrics": str(metrics), "logs": str(logs)}
     if events and Path(events).exists():
         inputs["events"] = str(events)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -32,6 +32,7 @@ from evals.baseline import baseline_postmortem
 from evals.scoring import CaseScore, investigate_offline, score_case
 from tools.loader import load_sources
 from tools.templates import mask_message
+from tools.times import naive_utc
 
 # Honesty: two disjoint seed sets. TUNING_SEEDS are the scenarios developers look at (and may
 # tune detection / analysis against: `python -m evals.suite --seeds tuning`); SCORING_SEEDS are
@@ -125,8 +126,7 @@ def load_truth(case_dir: Path) -> dict:
 def _naive_utc(value) -> pd.Timestamp:
     if value is None:
         raise ValueError("missing")
-    ts = pd.Timestamp(value)
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+    return naive_utc(value)
 
 
 def read_tables(case_dir: Path, work: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -462,7 +462,7 @@ def render_report(results: Sequence[CaseResult], command: str, *, title: str = "
     ran = sum(not r.failed for r in results)
     lines = [
         f"# {title}", "",
-        f"Made by: `{command}`  ", f"Generated: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}  ",
+        f"Made by: `{command}`  ", f"Generated: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}  ",
         f"Cases: {len(results)} ({ran} ran, {len(results) - ran} failed)", "",
     ]
     lines += list(notes) + ([""] if notes else [])

@@ -66,8 +66,8 @@ def test_signature_candidates_are_the_roots_own_fault_messages(scoring_results):
     assert checked, "no scoring case without error_kind: the signature path is untested"
 
 
-def test_report_is_written_with_its_command_and_table(scoring_results):
-    text = (REPO / "evals" / "results.md").read_text()
+def test_report_is_written_with_its_command_and_table(scoring_results, eval_report):
+    text = eval_report.read_text()
     assert "Made by: `python -m pytest" in text
     assert suite.table(scoring_results).splitlines()[0] in text
     assert "| **overall**" in text and "## Thresholds" in text

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from graph.prompts import read_context
+from graph.prompts import split_context
 from tools.mitigations import playbooks_for
 from tools.suspects import Suspect, build_suspects, first_look_score, softmax
 
@@ -56,9 +56,13 @@ def _call(name: str, args: dict, call_id: str) -> dict:
 
 
 def _last_context(messages: list[BaseMessage]) -> dict:
+    """The context block of the latest human message that carries one (`split_context` finds it
+    exactly: the data in it cannot close or open a block)."""
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
-            return read_context(message.text)
+            found = split_context(message.text)
+            if found is not None:
+                return found[1]
     return {}
 
 

@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from graph.state import STATE_MODELS
+from tools.times import utc_now_iso
 
 
 class CheckpointUnavailable(RuntimeError):
@@ -53,6 +60,31 @@ def verify_sqlite_file(path: Path) -> None:
             conn.execute(f"SELECT {columns} FROM {table} LIMIT 0")
     except sqlite3.DatabaseError as exc:
         raise CheckpointUnavailable(f"checkpoint database {path} is unreadable: {exc}") from exc
+    finally:
+        conn.close()
+
+
+# One-time claims, in the same store as the checkpoints: a decision is taken exactly once
+# whichever entry point (server worker, page, CLI process) sends it.
+CLAIMS_DDL = "CREATE TABLE IF NOT EXISTS incident_claims (claim TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed_at TEXT NOT NULL)"
+
+
+def decision_claim_key(thread_id: str, interrupt_id: str) -> str:
+    """The claim every decision on one approval request competes for."""
+    return f"decision:{thread_id}:{interrupt_id}"
+
+
+def claim_in_sqlite(path: Path, key: str, owner: str) -> bool:
+    """True for the first process to claim `key` in the checkpoint file, False for every later one."""
+    conn = sqlite3.connect(str(path), timeout=10)
+    try:
+        conn.execute(CLAIMS_DDL)
+        try:
+            with conn:
+                conn.execute("INSERT INTO incident_claims VALUES (?, ?, ?)", (key, owner, utc_now_iso(precise=True)))
+            return True
+        except sqlite3.IntegrityError:
+            return False
     finally:
         conn.close()
 

@@ -18,8 +18,6 @@ from graph.nodes.mitigate import mitigate
 from graph.nodes.write import write
 from graph.state import IncidentInput, IncidentState
 
-NODE_ORDER = ("load", "detect", "investigate", "hypothesize", "critic", "mitigate", "approve", "write")
-
 
 def build_graph(checkpointer: BaseCheckpointSaver | None = None):
     builder = StateGraph(IncidentState, context_schema=ConfigurableSettings, input_schema=IncidentInput)

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError
@@ -88,7 +94,9 @@ def outcomes_update(outcomes: list[ModelOutcome]) -> dict:
 def chat_model(settings: Configuration) -> BaseChatModel:
     if not settings.uses_llm:
         return OfflineAnalyst()
-    from langchain_openai import ChatOpenAI  # imported lazily: the offline path never needs it
+    from langchain_openai import (
+        ChatOpenAI,  # imported lazily: the offline path never needs it
+    )
 
     cap = {}
     if settings.max_output_tokens:

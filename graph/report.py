@@ -6,16 +6,25 @@ so a failure never leaves a partial postmortem behind.
 
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 from langchain_core.messages import AIMessage
 
-from graph.nodes.mitigate import leading_hypothesis
-from graph.state import Postmortem, RootCause, Statement
-from graph.tools import EVIDENCE_ID
+from graph.evidence import EVIDENCE_ID
+from graph.plans import leading_hypothesis
+from graph.state import (
+    InputsRecord,
+    ModelRecord,
+    Postmortem,
+    PostmortemMetadata,
+    RankedHypothesis,
+    RootCause,
+    Statement,
+    TimelineEvent,
+)
 from tools.sql_sandbox import connect_readonly
+from tools.times import ISO_SECONDS, iso_utc, utc_now_iso
 
 ARTIFACTS = ("postmortem.json", "postmortem.md", "timeline.png")
 
@@ -46,7 +55,7 @@ def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
         incident_window=window,
         root_cause=root,
         hypotheses=[
-            {**h.model_dump(), "rank": rank, "critic_verdicts": [v.model_dump() for v in transcript if v.hypothesis_id == h.id]}
+            RankedHypothesis(**h.model_dump(), rank=rank, critic_verdicts=[v for v in transcript if v.hypothesis_id == h.id])
             for rank, h in enumerate(hypotheses, start=1)
         ],
         critic_transcript=transcript,
@@ -55,30 +64,30 @@ def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
         timeline=build_timeline(state),
         evidence=state.get("evidence", []),
         investigation_summary=investigation_summary(state),
-        metadata={
-            "thread_id": thread_id,
-            "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "model": model,
-            "inputs": dict(state.get("inputs", {})),
-            "data": state.get("load_summary", {}),
-            "node_runs": [r.model_dump() for r in state.get("node_runs", [])],
-            "llm": model_record(state, model),
-        },
+        metadata=PostmortemMetadata(
+            thread_id=thread_id,
+            generated_at=utc_now_iso(),
+            model=model,
+            inputs=InputsRecord(**state.get("inputs", {})),
+            data=state.get("load_summary"),
+            node_runs=state.get("node_runs", []),
+            llm=model_record(state, model),
+        ),
     )
 
 
-def model_record(state: dict, model: str) -> dict:
+def model_record(state: dict, model: str) -> ModelRecord:
     """What the model cost and where it was not trusted: tokens and calls per run, every
     fallback to the offline analyst, every rejected reply (kept verbatim, cut to a few kB)."""
     runs = state.get("node_runs", [])
-    return {
+    return ModelRecord(
         **(state.get("model_settings") or {"model": model}),
-        "tokens_in": sum(r.tokens_in for r in runs),
-        "tokens_out": sum(r.tokens_out for r in runs),
-        "model_calls": sum(r.model_calls for r in runs),
-        "fallbacks": [f.model_dump() for f in state.get("model_fallbacks", [])],
-        "rejected_outputs": [r.model_dump() for r in state.get("model_rejections", [])],
-    }
+        tokens_in=sum(r.tokens_in for r in runs),
+        tokens_out=sum(r.tokens_out for r in runs),
+        model_calls=sum(r.model_calls for r in runs),
+        fallbacks=state.get("model_fallbacks", []),
+        rejected_outputs=state.get("model_rejections", []),
+    )
 
 
 def investigation_summary(state: dict) -> list[Statement]:
@@ -100,7 +109,7 @@ def investigation_summary(state: dict) -> list[Statement]:
     return statements
 
 
-def build_timeline(state: dict) -> list[dict]:
+def build_timeline(state: dict) -> list[TimelineEvent]:
     events: list[dict] = []
     for item in state.get("evidence", []):
         if item.tool == "change_events":
@@ -120,23 +129,14 @@ def build_timeline(state: dict) -> list[dict]:
     approval = state.get("approval")
     if approval:
         events.append({"ts": approval.at, "event": f"mitigation plan {approval.action} by {approval.by}", "evidence_id": None})
-    for e in events:
-        e["ts"] = iso_utc(e["ts"])
-    return sorted(events, key=lambda e: e["ts"])
-
-
-def iso_utc(value: str) -> str:
-    """Any ISO instant (naive = UTC) as `YYYY-MM-DDTHH:MM:SSZ`."""
-    ts = pd.Timestamp(value)
-    ts = ts.tz_convert("UTC") if ts.tzinfo is not None else ts
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return sorted((TimelineEvent(**{**e, "ts": iso_utc(e["ts"])}) for e in events), key=lambda e: e.ts)
 
 
 def render_markdown(pm: Postmortem) -> str:
     lines = [f"# {pm.title}", ""]
     if pm.incident_window:
         lines += [f"- **Window (UTC):** {pm.incident_window.start} to {pm.incident_window.end} ({pm.incident_window.minutes:.0f} min)"]
-    offsets = (pm.metadata.get("data") or {}).get("time_offsets") or {}
+    offsets = pm.metadata.data.time_offsets if pm.metadata.data else {}
     if offsets:  # the reader compares with local times they have seen in the logs
         written = "; ".join(f"{name} in {', '.join(values)}" for name, values in offsets.items())
         lines += [f"- **Time zone:** all times are UTC; the sources were written with other offsets ({written})"]
@@ -144,7 +144,7 @@ def render_markdown(pm: Postmortem) -> str:
         f"- **Incident detected:** {'yes' if pm.incident_detected else 'no'}",
         f"- **Root cause:** {pm.root_cause.service or 'n/a'} / {pm.root_cause.kind or 'n/a'} (confidence {pm.root_cause.confidence:.2f})",
         f"- **Signature:** `{pm.root_cause.signature or 'n/a'}`",
-        f"- **Thread:** {pm.metadata.get('thread_id')} · model: {pm.metadata.get('model')} · schema {pm.schema_version}",
+        f"- **Thread:** {pm.metadata.thread_id} · model: {pm.metadata.model} · schema {pm.schema_version}",
         "",
         "## Summary",
         "",
@@ -156,7 +156,7 @@ def render_markdown(pm: Postmortem) -> str:
     if pm.hypotheses:
         lines += ["## Hypotheses (after the critic's debate)", "", "| rank | service | kind | confidence | status | evidence |", "|---|---|---|---|---|---|"]
         lines += [
-            f"| {h['rank']} | {h['service']} | {h['kind']} | {h['confidence']:.2f} | {h['status']}{' **(unconfirmed)**' if h.get('unconfirmed') else ''} | {', '.join(h['evidence_ids'])} |"
+            f"| {h.rank} | {h.service} | {h.kind} | {h.confidence:.2f} | {h.status}{' **(unconfirmed)**' if h.unconfirmed else ''} | {', '.join(h.evidence_ids)} |"
             for h in pm.hypotheses
         ]
         lines += [""]
@@ -183,19 +183,19 @@ def render_markdown(pm: Postmortem) -> str:
         lines += ["## Approval", "", f"{a.action} by {a.by} at {a.at}" + (f": {a.note}" if a.note else ""), ""]
     if pm.timeline:
         lines += ["## Timeline (UTC)", "", "| time | event | evidence |", "|---|---|---|"]
-        lines += [f"| {e['ts']} | {e['event']} | {e['evidence_id'] or ''} |" for e in pm.timeline]
+        lines += [f"| {e.ts.strftime(ISO_SECONDS)} | {e.event} | {e.evidence_id or ''} |" for e in pm.timeline]
         lines += [""]
-    llm = pm.metadata.get("llm") or {}
-    if llm.get("model_calls") or llm.get("fallbacks"):
+    llm = pm.metadata.llm
+    if llm.model_calls or llm.fallbacks:
         lines += [
             "## Model",
             "",
-            f"{llm['model']} at {llm.get('base_url')}: {llm['model_calls']} call(s), {llm['tokens_in']} tokens in, "
-            f"{llm['tokens_out']} out (budget {llm.get('token_budget')}); redaction {'on' if llm.get('redact') else 'off'}; "
-            f"{len(llm['rejected_outputs'])} rejected repl(ies).",
+            f"{llm.model} at {llm.base_url}: {llm.model_calls} call(s), {llm.tokens_in} tokens in, "
+            f"{llm.tokens_out} out (budget {llm.token_budget}); redaction {'on' if llm.redact else 'off'}; "
+            f"{len(llm.rejected_outputs)} rejected repl(ies).",
             "",
         ]
-        lines += [f"- fallback to the offline analyst in **{f['node']}** after {f['attempts']} attempt(s): {f['reason']}" for f in llm["fallbacks"]]
+        lines += [f"- fallback to the offline analyst in **{f.node}** after {f.attempts} attempt(s): {f.reason}" for f in llm.fallbacks]
         lines += [""]
     lines += ["## Evidence", ""]
     for e in pm.evidence:

@@ -7,21 +7,23 @@ offline or LLM, is validated before it is trusted.
 
 import operator
 import uuid
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from pydantic import BaseModel, Field, field_validator
-from typing_extensions import NotRequired, TypedDict
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from typing_extensions import TypedDict
 
-POSTMORTEM_SCHEMA_VERSION = "1.1"
+from tools.times import parse_utc
 
-
-def parse_utc(iso: str) -> datetime:
-    """Parse an ISO 8601 instant (``Z``, offset or naive-as-UTC) into an aware UTC datetime."""
-    parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+POSTMORTEM_SCHEMA_VERSION = "2.0"
 
 
 class Evidence(BaseModel):
@@ -102,16 +104,25 @@ class CriticReport(BaseModel):
     verdicts: list[CriticVerdict]
 
 
+# Free text from a model or a client is bounded: a plan or a note is read by a person, and
+# everything stored goes into every later checkpoint and the postmortem.
+ShortText = Annotated[str, StringConstraints(max_length=300)]
+LongText = Annotated[str, StringConstraints(max_length=4000)]
+
+
 class Mitigation(BaseModel):
-    id: str
-    hypothesis_id: str
-    mechanism: str
-    title: str
-    steps: list[str] = Field(min_length=1)
-    rollback: str
-    owner: str
-    eta_minutes: int = Field(ge=0)
-    touches_prod: bool
+    id: ShortText
+    hypothesis_id: ShortText
+    mechanism: ShortText
+    title: ShortText
+    steps: list[LongText] = Field(min_length=1, max_length=30)
+    rollback: LongText
+    owner: ShortText
+    eta_minutes: int = Field(ge=0, le=100_000)
+    touches_prod: bool = Field(description="As proposed, or true when a step changes production whatever was proposed.")
+    prod_change: ShortText | None = Field(
+        default=None, description="Why the plan counts as touching production when its proposer said it does not."
+    )
     reversible: bool = True
     status: Literal["proposed", "approved", "rejected"] = "proposed"
 
@@ -122,14 +133,16 @@ class MitigationPlan(BaseModel):
     mitigations: list[Mitigation] = Field(min_length=1)
 
 
-class Decision(BaseModel):
-    """A human's answer to the approval interrupt."""
+class DecisionRequest(BaseModel):
+    """A human's answer to the approval interrupt, as a client sends it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     action: Literal["approve", "reject", "edit"]
-    note: str = ""
-    by: str = "on-call"
+    note: LongText = ""
+    by: ShortText = Field(default="on-call", description="A name to record; a label only, not an identity.")
     mitigations: list[Mitigation] | None = Field(
-        default=None, description="The edited plan, required when action is 'edit'."
+        default=None, max_length=30, description="The edited plan, required when action is 'edit'."
     )
 
     @field_validator("mitigations")
@@ -140,10 +153,20 @@ class Decision(BaseModel):
         return plan
 
 
+class Decision(DecisionRequest):
+    """The answer the approval node resumes with: the request plus who the entry point (server,
+    CLI) authenticated. A client cannot send `authenticated_as`: DecisionRequest forbids it."""
+
+    authenticated_as: ShortText | None = Field(
+        default=None, description="Who decided, as the entry point authenticated them (server key name, local user)."
+    )
+
+
 class Approval(BaseModel):
     action: Literal["approve", "reject", "edit", "auto-approve", "not-needed"]
-    note: str = ""
-    by: str
+    note: LongText = ""
+    by: ShortText = Field(description="The name the decider gave (a label).")
+    authenticated_as: ShortText | None = Field(default=None, description="The identity the entry point authenticated, if any.")
     at: str
     approved: list[str] = Field(default_factory=list)
     rejected: list[str] = Field(default_factory=list)
@@ -158,7 +181,6 @@ class NodeRun(BaseModel):
     id: str = Field(default_factory=_new_id)
     node: str
     seconds: float
-    detail: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
     model_calls: int = 0
@@ -199,6 +221,83 @@ class Statement(BaseModel):
     confirmed: bool = Field(description="True when it cites evidence and every cited id exists.")
 
 
+def _unset(value: Any) -> bool:
+    return value is None
+
+
+class RankedHypothesis(Hypothesis):
+    """A hypothesis as the postmortem lists it: its rank and the verdicts it faced."""
+
+    rank: int = Field(ge=1)
+    critic_verdicts: list[CriticVerdict] = Field(default_factory=list)
+
+
+class TimelineEvent(BaseModel):
+    ts: AwareDatetime = Field(description="When, in UTC.")
+    event: str
+    evidence_id: str | None = Field(description="The evidence that shows it; None for the human decision.")
+
+
+class ModelRecord(BaseModel):
+    """Which model a run used, what it cost, and where it was not trusted. The endpoint and
+    limits are recorded for an LLM run only."""
+
+    model: str
+    base_url: str | None = Field(default=None, exclude_if=_unset)
+    temperature: float | None = Field(default=None, exclude_if=_unset)
+    redact: bool | None = Field(default=None, exclude_if=_unset)
+    token_budget: int | None = Field(default=None, exclude_if=_unset)
+    llm_retries: int | None = Field(default=None, exclude_if=_unset)
+    llm_timeout_s: float | None = Field(default=None, exclude_if=_unset)
+    structured_output: str | None = Field(default=None, exclude_if=_unset)
+    max_output_tokens: int | None = Field(default=None, exclude_if=_unset)
+    max_steps: int | None = Field(default=None, exclude_if=_unset)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    model_calls: int = 0
+    fallbacks: list[ModelFallback] = Field(default_factory=list)
+    rejected_outputs: list[RejectedOutput] = Field(default_factory=list)
+
+
+class LoadRecord(BaseModel):
+    """What the load read (tools.loader.LoadSummary)."""
+
+    db_path: str
+    metrics_rows: int
+    metric_columns: list[str]
+    log_rows: int
+    event_rows: int
+    start: str = Field(description="First metrics timestamp, ISO 8601 UTC.")
+    end: str = Field(description="Last metrics timestamp, ISO 8601 UTC.")
+    log_columns: list[str] = Field(default_factory=list)
+    time_offsets: dict[str, list[str]] = Field(
+        default_factory=dict, description="Offsets other than UTC the text timestamps of each input were written in."
+    )
+
+
+class InputsRecord(BaseModel):
+    """Where the telemetry came from (server paths when started over HTTP; never credentials)."""
+
+    metrics: str
+    logs: str
+    events: str | None = None
+    log_format: str | None = Field(default=None, exclude_if=_unset)
+    log_fields: dict[str, str] | None = Field(default=None, exclude_if=_unset)
+    metrics_source: dict[str, Any] | None = Field(
+        default=None, exclude_if=_unset, description="--prometheus: server (without credentials), queries, range, step."
+    )
+
+
+class PostmortemMetadata(BaseModel):
+    thread_id: str
+    generated_at: AwareDatetime
+    model: str
+    inputs: InputsRecord
+    data: LoadRecord | None = Field(description="None when the load itself failed.")
+    node_runs: list[NodeRun]
+    llm: ModelRecord
+
+
 class Postmortem(BaseModel):
     """The written result; its JSON schema is `docs/postmortem.schema.json`."""
 
@@ -208,16 +307,16 @@ class Postmortem(BaseModel):
     incident_window: IncidentWindow | None
     time_zone: str = "UTC"
     root_cause: RootCause
-    hypotheses: list[dict[str, Any]]
+    hypotheses: list[RankedHypothesis]
     critic_transcript: list[CriticVerdict]
     mitigations: list[Mitigation]
     approval: Approval | None
-    timeline: list[dict[str, Any]]
+    timeline: list[TimelineEvent]
     evidence: list[Evidence]
     investigation_summary: list[Statement] = Field(
         default_factory=list, description="The investigator's conclusion, line by line; uncited lines are unconfirmed."
     )
-    metadata: dict[str, Any]
+    metadata: PostmortemMetadata
 
 
 def append_unique(existing: list | None, new: list | None) -> list:

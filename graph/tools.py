@@ -5,10 +5,7 @@ Each call opens the incident's database read-only, runs the plain function, and 
 and the numbers, cut to a budget) and the full `Evidence` item (what the postmortem cites).
 """
 
-import hashlib
-import json
-import re
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from langchain_core.messages import ToolMessage
@@ -18,63 +15,19 @@ from langgraph.prebuilt import InjectedState
 from langgraph.types import Command
 
 from graph.configuration import Configuration
+from graph.evidence import make_evidence, model_view
 from graph.state import Evidence
 from tools.changes import recent_changes
 from tools.logscan import log_pattern_scan as scan_templates
 from tools.onsets import service_error_onsets as rank_onsets
 from tools.sql_sandbox import SqlRejected, SqlTimeout, connect_readonly, run_sql
-
-
-# What `evidence_id` makes: how prompts, redaction and the postmortem recognise a citation.
-EVIDENCE_ID = re.compile(r"\bev-[a-z0-9-]+-[0-9a-f]{8}\b")
-
-
-def evidence_id(tool_name: str, args: dict[str, Any]) -> str:
-    """Content-derived, so re-running a step after a resume yields the same id."""
-    digest = hashlib.sha1(json.dumps([tool_name, args], sort_keys=True, default=str).encode()).hexdigest()
-    return f"ev-{tool_name.replace('_', '-')}-{digest[:8]}"
-
-
-def to_jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def model_view(item: Evidence, budget_chars: int) -> str:
-    """What the model sees of an evidence item: id, summary and data, within a character budget.
-
-    Lists are shortened from the longest down (they are ranked, so the tail matters least) so
-    the result stays valid JSON that says how much was left out.
-    """
-    data = {k: v for k, v in item.data.items() if k != "sql"}
-    view = {"evidence_id": item.id, "summary": item.summary, "data": data}
-    text = json.dumps(view, default=str)
-    while len(text) > budget_chars:
-        lists = [(len(v), k) for k, v in data.items() if isinstance(v, list) and len(v) > 1]
-        if not lists:
-            view = {"evidence_id": item.id, "summary": item.summary, "data_omitted": f"over {budget_chars} chars"}
-            return json.dumps(view, default=str)
-        size, key = max(lists)
-        data[key] = data[key][: size // 2]
-        data.setdefault("shortened", {})[key] = size
-        text = json.dumps(view, default=str)
-    return text
-
-
-def evidence_digest(items: list[Evidence], budget_chars: int) -> list[dict]:
-    """Evidence as a prompt shows it: each item through `model_view`, plus its tool name."""
-    return [{"tool": e.tool, "id": e.id, **json.loads(model_view(e, budget_chars))} for e in items]
+from tools.times import naive_utc
 
 
 def _respond(item: Evidence, tool_call_id: str, config: RunnableConfig) -> Command:
     budget = Configuration.from_runnable_config(config).tool_result_chars
     message = ToolMessage(model_view(item, budget), tool_call_id=tool_call_id, name=item.tool, artifact=item.id)
     return Command(update={"evidence": [item], "messages": [message]})
-
-
-def naive_utc(value: str) -> pd.Timestamp:
-    """The database stores naive UTC timestamps; accept any ISO form from the model."""
-    ts = pd.Timestamp(value)
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
 def _window(state: dict, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -104,14 +57,8 @@ def log_pattern_scan(
         or "no WARN/ERROR template is significantly louder in the window than outside it"
     )
     args = {"start": ws.isoformat(), "end": we.isoformat(), "top_k": top_k}
-    item = Evidence(
-        id=evidence_id("log_pattern_scan", args),
-        tool="log_pattern_scan",
-        args=args,
-        method=result.pop("sql").strip() + "\n-- then Drain template mining per service and a Poisson test of window vs. outside rates",
-        summary=summary,
-        data=to_jsonable(result),
-    )
+    method = result.pop("sql").strip() + "\n-- then Drain template mining per service and a Poisson test of window vs. outside rates"
+    item = make_evidence("log_pattern_scan", args, method=method, summary=summary, data=result)
     return _respond(item, tool_call_id, config)
 
 
@@ -137,14 +84,8 @@ def service_error_onsets(
         or "no service's error rate rose significantly"
     )
     args = {"start": ws.isoformat(), "end": we.isoformat(), "lookback_minutes": lookback}
-    item = Evidence(
-        id=evidence_id("service_error_onsets", args),
-        tool="service_error_onsets",
-        args=args,
-        method=result.pop("sql").strip() + "\n-- per service: Poisson tail test of each minute against the rate outside the scan",
-        summary="Onsets: " + summary,
-        data=to_jsonable(result),
-    )
+    method = result.pop("sql").strip() + "\n-- per service: Poisson tail test of each minute against the rate outside the scan"
+    item = make_evidence("service_error_onsets", args, method=method, summary="Onsets: " + summary, data=result)
     return _respond(item, tool_call_id, config)
 
 
@@ -168,14 +109,7 @@ def change_events(
         or f"no change event in the {lookback} min before the window"
     )
     args = {"start": ws.isoformat(), "end": we.isoformat(), "lookback_minutes": lookback}
-    item = Evidence(
-        id=evidence_id("change_events", args),
-        tool="change_events",
-        args=args,
-        method=result.pop("sql").strip(),
-        summary=summary,
-        data=to_jsonable(result),
-    )
+    item = make_evidence("change_events", args, method=result.pop("sql").strip(), summary=summary, data=result)
     return _respond(item, tool_call_id, config)
 
 
@@ -201,14 +135,9 @@ def sql_investigate(
         return Command(update={"messages": [message]})
     rows = [dict(zip(result.columns, row)) for row in result.rows]
     args = {"query": query}
-    item = Evidence(
-        id=evidence_id("sql_investigate", args),
-        tool="sql_investigate",
-        args=args,
-        method=query,
-        summary=f"{result.row_count} row(s){' (truncated)' if result.truncated else ''}, columns {', '.join(result.columns)}",
-        data=to_jsonable({"columns": result.columns, "rows": rows, "truncated": result.truncated}),
-    )
+    summary = f"{result.row_count} row(s){' (truncated)' if result.truncated else ''}, columns {', '.join(result.columns)}"
+    item = make_evidence("sql_investigate", args, method=query, summary=summary,
+                         data={"columns": result.columns, "rows": rows, "truncated": result.truncated})
     return _respond(item, tool_call_id, config)
 
 

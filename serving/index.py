@@ -10,9 +10,11 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
+
+from graph.checkpointing import CLAIMS_DDL
+from tools.times import utc_now_iso
 
 
 @dataclass(frozen=True)
@@ -20,10 +22,6 @@ class IncidentRecord:
     thread_id: str
     created_at: str
     source: dict[str, Any]
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class IncidentIndex(Protocol):
@@ -37,7 +35,7 @@ class IncidentIndex(Protocol):
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS incidents (thread_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, source TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS incident_claims (claim TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed_at TEXT NOT NULL)",
+    CLAIMS_DDL,
 )
 
 
@@ -51,7 +49,7 @@ class SqliteIndex:
         self.conn = conn
 
     async def add(self, thread_id: str, source: dict[str, Any]) -> IncidentRecord:
-        record = IncidentRecord(thread_id, utc_now(), source)
+        record = IncidentRecord(thread_id, utc_now_iso(precise=True), source)
         await self.conn.execute(
             "INSERT INTO incidents VALUES (?, ?, ?)", (thread_id, record.created_at, json.dumps(source, sort_keys=True))
         )
@@ -71,7 +69,7 @@ class SqliteIndex:
         import sqlite3
 
         try:
-            await self.conn.execute("INSERT INTO incident_claims VALUES (?, ?, ?)", (key, owner, utc_now()))
+            await self.conn.execute("INSERT INTO incident_claims VALUES (?, ?, ?)", (key, owner, utc_now_iso(precise=True)))
             await self.conn.commit()
             return True
         except sqlite3.IntegrityError:
@@ -84,7 +82,7 @@ class PostgresIndex:
         self.pool = pool
 
     async def add(self, thread_id: str, source: dict[str, Any]) -> IncidentRecord:
-        record = IncidentRecord(thread_id, utc_now(), source)
+        record = IncidentRecord(thread_id, utc_now_iso(precise=True), source)
         async with self.pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO incidents VALUES (%s, %s, %s)", (thread_id, record.created_at, json.dumps(source, sort_keys=True))
@@ -105,7 +103,7 @@ class PostgresIndex:
     async def claim(self, key: str, owner: str) -> bool:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "INSERT INTO incident_claims VALUES (%s, %s, %s) ON CONFLICT (claim) DO NOTHING", (key, owner, utc_now())
+                "INSERT INTO incident_claims VALUES (%s, %s, %s) ON CONFLICT (claim) DO NOTHING", (key, owner, utc_now_iso(precise=True))
             )
             return cur.rowcount == 1
 

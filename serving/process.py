@@ -37,8 +37,9 @@ def wait_http(url: str, process: subprocess.Popen | None = None, timeout: float 
 class ServerProcess:
     """One server process with its own environment (state dir, API key, DSN ...) and log file."""
 
-    def __init__(self, home: Path, env: dict[str, str], port: int | None = None, log: Path | None = None, workers: int = 1):
-        self.home, self.extra_env, self.workers = home, env, workers
+    def __init__(self, home: Path, env: dict[str, str], port: int | None = None, log: Path | None = None, workers: int = 1,
+                 host: str = "127.0.0.1"):
+        self.home, self.extra_env, self.workers, self.host = home, env, workers, host
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -50,7 +51,7 @@ class ServerProcess:
         env.update(INCIDENT_GRAPH_HOME=str(self.home), **self.extra_env)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "cli.py"), "serve", "--port", str(self.port), "--workers", str(self.workers)],
+            [sys.executable, str(REPO / "cli.py"), "serve", "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)],
             cwd=REPO, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )
         try:

@@ -1,5 +1,6 @@
 """An incident's status, read from its latest checkpoint (so every server worker agrees)."""
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from langgraph.types import StateSnapshot
@@ -18,7 +19,10 @@ def _dump(value: Any) -> Any:
 
 
 def status_of(snapshot: StateSnapshot) -> tuple[Status, str | None]:
-    """(status, error). A task error wins, then a pending interrupt, then unfinished work."""
+    """(status, error). A task error wins, then a pending interrupt, then unfinished work.
+
+    `next` is also empty between a step's saved writes and the following checkpoint (the first
+    one's `__start__` task included): only a thread with no task left has finished."""
     for task in snapshot.tasks:
         if task.error:
             return "failed", f"{task.name}: {task.error}"
@@ -26,7 +30,7 @@ def status_of(snapshot: StateSnapshot) -> tuple[Status, str | None]:
         return "waiting_for_approval", None
     if not snapshot.values:
         return "queued", None
-    if snapshot.next:
+    if snapshot.next or snapshot.tasks:
         return "running", None
     return "done", None
 
@@ -39,9 +43,12 @@ def pending_interrupt(snapshot: StateSnapshot) -> tuple[str, Any] | None:
     return None
 
 
-def describe_incident(thread_id: str, snapshot: StateSnapshot, detail: bool) -> dict[str, Any]:
-    """The JSON the API and the page show. `detail` adds evidence, verdicts and the plan."""
+def describe_incident(thread_id: str, snapshot: StateSnapshot, detail: bool,
+                      public: Callable[[str], str] = str) -> dict[str, Any]:
+    """The JSON the API and the page show. `detail` adds evidence, verdicts and the plan;
+    `public` rewrites an error message for clients (without the server's own paths)."""
     status, error = status_of(snapshot)
+    error = public(error) if error else None
     values = snapshot.values or {}
     detection = values.get("detection")
     hypotheses = _dump(values.get("hypotheses", []))

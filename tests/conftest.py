@@ -13,6 +13,22 @@ import pytest
 from evals.generator import generate, write_scenario
 from serving.process import LLM_ENV, REPO, ServerProcess, free_port, wait_http  # noqa: F401 (fixtures' helpers)
 
+# Tests that drive real processes and servers (the CLI, uvicorn, PostgreSQL, Prometheus,
+# Chromium, `langgraph dev`, the OpenAI-protocol stand-in): `make unit` leaves them out. A test
+# is one when its module is listed here or it asks for one of the fixtures.
+INTEGRATION_MODULES = frozenset({
+    "test_bad_input", "test_benchmarks", "test_cli", "test_cli_security", "test_crash_resume", "test_hostile_sql",
+    "test_llm_mode", "test_load", "test_page", "test_prompt_context", "test_server", "test_server_security",
+    "test_sources_logs", "test_sources_parquet", "test_sources_prometheus", "test_studio",
+})
+INTEGRATION_FIXTURES = frozenset({"live_server", "postgres_server", "postgres_dsn", "fake_model"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES or INTEGRATION_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def scenario_dir(tmp_path_factory):

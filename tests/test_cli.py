@@ -57,8 +57,11 @@ def test_pause_for_approval_then_resume_in_another_process(tmp_path, scenario_di
     assert pm["approval"]["action"] == "approve" and pm["approval"]["by"] == "alice"
     assert {m["status"] for m in pm["mitigations"]} == {"approved"}
 
-    again = run_cli("resume", "--thread-id", "t-approve", "--approve", "--out", str(out), env_home=home)
+    again = run_cli("resume", "--thread-id", "t-approve", "--out", str(out), env_home=home)
     assert again.returncode == 0 and "already finished" in again.stdout
+    # A second decision is refused, not reported as done: the first one stands.
+    second = run_cli("resume", "--thread-id", "t-approve", "--reject", "no", "--out", str(out), env_home=home)
+    assert second.returncode == 2 and "already decided: approve by alice" in second.stderr, second.stderr
 
 
 def test_rejected_plan_is_recorded_and_nothing_is_approved(tmp_path, scenario_dir):

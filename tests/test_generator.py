@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import functools
 import json
@@ -25,7 +26,7 @@ ISO_SECOND = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 MIN = pd.Timedelta(minutes=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scen(fault: str, seed: int) -> Scenario:
     return generate(fault, seed)
 
@@ -95,7 +96,7 @@ def test_unknown_fault_raises_listing_valid_names():
 
 def test_scenario_is_frozen():
     sc = scen("none", 0)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         sc.truth = {}  # type: ignore[misc]
 
 

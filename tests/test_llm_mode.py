@@ -18,11 +18,11 @@ from conftest import run_cli
 from fake_openai_server import FakeOpenAIServer, Reply
 from langgraph.checkpoint.memory import InMemorySaver
 
+from graph.evidence import EVIDENCE_ID
 from graph.graph import build_graph
 from graph.prompts import read_context
 from graph.redaction import redact_text
 from graph.state import Postmortem
-from graph.tools import EVIDENCE_ID
 
 STRUCTURED = {"HypothesisSet": "hypothesize", "CriticReport": "critic", "MitigationPlan": "mitigate"}
 
@@ -549,7 +549,7 @@ def test_configuration_selects_the_model_and_rejects_unknown_output_methods(monk
     assert endpoint_only.uses_llm and endpoint_only.model == "gpt-4o-mini"
     monkeypatch.setenv("INCIDENT_GRAPH_STRUCTURED_OUTPUT", "json_mode")
     assert Configuration.from_runnable_config({}).structured_output == "json_mode"
-    with pytest.raises(ValueError, match="'structured_output': expected one of function_calling, json_mode, got 'xml'"):
+    with pytest.raises(ValueError, match=r"'structured_output': Input should be 'function_calling' or 'json_mode' \(got 'xml'\)"):
         Configuration.from_runnable_config({"configurable": {"structured_output": "xml"}})
 
 
@@ -610,11 +610,11 @@ def test_a_real_small_model_completes_the_run_and_keeps_what_it_got_wrong(tmp_pa
     state = app.invoke({"inputs": inputs, "out_dir": str(tmp_path / "o")}, config)
     pm = Postmortem.model_validate_json((tmp_path / "o" / "postmortem.json").read_text())
 
-    llm = pm.metadata["llm"]
-    assert llm["model"] == "smollm2" and llm["model_calls"] > 0 and llm["tokens_in"] > 0
+    llm = pm.metadata.llm
+    assert llm.model == "smollm2" and llm.model_calls > 0 and llm.tokens_in > 0
     # Whatever the 135M model got wrong is on the record, and every failed step fell back.
     rejected = state.get("model_rejections", [])
-    assert [r["id"] for r in llm["rejected_outputs"]] == [r.id for r in rejected]
+    assert [r.id for r in llm.rejected_outputs] == [r.id for r in rejected]
     assert all(r.error for r in rejected)
     for fallback in state.get("model_fallbacks", []):
         assert fallback.attempts <= len([r for r in rejected if r.node == fallback.node])

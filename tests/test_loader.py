@@ -7,7 +7,7 @@ import json
 import math
 import os
 import pickle
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
@@ -219,7 +219,7 @@ def test_timestamp_forms_normalise_to_the_same_utc_instant(tmp_path):
 
 
 def test_parquet_native_and_epoch_timestamps(tmp_path):
-    aware = [datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)]
+    aware = [datetime(2024, 6, 1, 12, 0, tzinfo=UTC)]
     pq.write_table(pa.table({"ts": pa.array([1717236000000], pa.int64()),
                              "rps": pa.array([5], pa.int32())}), tmp_path / "m.parquet")
     pq.write_table(pa.table({

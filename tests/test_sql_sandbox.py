@@ -2,22 +2,32 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import duckdb
+import psutil
 import pytest
 
 from tools.sql_sandbox import (
+    KILL_GRACE_S,
     SqlExecutionError,
     SqlRejected,
     SqlResult,
     SqlTimeout,
+    check_sql,
     connect_readonly,
     run_sql,
 )
 
 COUNTS = {"metrics": 60, "logs": 500, "events": 2}
+# 12 KB of parentheses: DuckDB's parser spent 15-56 s and 4.6 GB on it
+PARSER_BOMB = "SELECT * FROM " + "(" * 6000 + "logs" + ")" * 6000
+# E'\'' is one quote to DuckDB but opens a string to the caller's nesting scan, so these
+# brackets reach the query process (3,000 levels: seconds and GBs to parse)
+HIDDEN_PARSER_BOMB = "SELECT E'\\'' AS q, * FROM " + "(" * 3000 + "logs" + ")" * 3000 + " WHERE 'x' = 'x'"
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +127,43 @@ def test_execution_errors_are_reported(db):
         run_sql(db, "SELECT no_such_column FROM logs")
     with pytest.raises(SqlRejected, match="parse"):
         run_sql(db, "SELEC * FROM logs")
+
+
+def test_check_sql_returns_the_select_or_refuses(db):
+    assert check_sql("SELECT 1 AS a; ") == "SELECT 1 AS a;"
+    with pytest.raises(SqlRejected, match="COPY inside the statement is not allowed"):
+        check_sql("WITH x AS (COPY (SELECT 1 AS a) TO 'x.parquet' (FORMAT parquet)) SELECT 1")
+    with pytest.raises(SqlRejected, match="DROP"):
+        check_sql("DROP TABLE logs")
+
+
+def test_caller_never_parses_model_sql(db):
+    """A parser bomb costs the caller milliseconds of CPU and no memory: the caller measures
+    the SQL (length, nesting) and leaves the parsing to the query process, which is bounded."""
+    me = psutil.Process()
+    for call in (lambda: run_sql(db, PARSER_BOMB), lambda: check_sql(PARSER_BOMB),
+                 lambda: run_sql(db, HIDDEN_PARSER_BOMB, timeout_s=1.0)):
+        rss, cpu, wall = me.memory_info().rss, time.thread_time(), time.monotonic()
+        with pytest.raises(SqlRejected) as refused:
+            call()
+        cpu, wall = time.thread_time() - cpu, time.monotonic() - wall
+        assert cpu < 0.5, f"the caller spent {cpu:.2f} s of CPU"
+        assert me.memory_info().rss - rss < 100 * 1024**2
+        if "levels deep" in str(refused.value):  # refused by the caller's scan: no query process
+            assert wall < 0.5
+        else:  # the query process parsed until the time limit (+ its start-up time)
+            assert re.search("could not be parsed and checked within 1 s|does not parse", str(refused.value))
+            assert wall < 1.0 + KILL_GRACE_S + 3.0, f"answered after {wall:.1f} s"
+
+
+def test_sort_beyond_memory_fails_cleanly_without_spilling(db):
+    """Query processes have no spill directory: a sort that fits in memory runs, a bigger one
+    fails with a clear out-of-memory error, and no spill file is ever written."""
+    ordered = "SELECT count(*) FROM (SELECT * FROM range({n}) t(i) ORDER BY hash(i))"
+    assert run_sql(db, ordered.format(n=5_000_000), timeout_s=30).rows == [(5_000_000,)]
+    with pytest.raises(SqlExecutionError, match="out of memory .*do not spill to disk"):
+        run_sql(db, ordered.format(n=300_000_000), timeout_s=30)
+    assert not Path(f"{db}.sqltmp").exists()
 
 
 def test_max_memory_is_process_wide(db):

@@ -131,3 +131,16 @@ def test_template_regex_matches_messages_with_irregular_whitespace():
     template_of = mine_templates(messages)
     for message, template in template_of.items():
         assert template_regex(template).match(message), (template, message)
+
+
+def test_masking_hostile_log_text_stays_linear():
+    """Log text is untrusted: a run of address characters around an '@' took minutes with an
+    unbounded email pattern (catastrophic backtracking). The bound is two orders of magnitude
+    above what the bounded patterns take, so only a return to backtracking can fail it."""
+    import time
+
+    hostile = "a" * 100_000 + "@" + "b" * 100_000
+    started = time.thread_time()
+    masked = mask_message(hostile)
+    assert time.thread_time() - started < 3.0
+    assert masked.count("@") == 1

@@ -39,7 +39,18 @@ from pathlib import Path
 
 import duckdb
 
+from tools.contract import (
+    EVENT_REQUIRED,
+    LOG_OPTIONAL,
+    LOG_REQUIRED,
+    InputError,
+    duckdb_message,
+    sql_ident,
+    sql_literal,
+)
 from tools.inputcheck import leading_bytes_problem, read_error_explanation
+from tools.sources import datasets, logformats
+from tools.sources.timezones import text_offsets
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +61,13 @@ ACCEPTED_EXTENSIONS: tuple[str, ...] = (
     ".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz",
 )
 
-RECOGNISED_METRICS = ("rps", "p95_ms", "error_rate")
 # DuckDB memory while loading (env INCIDENT_GRAPH_LOAD_MEMORY overrides); sorts beyond it spill
 # to <db>.tmp.spill/, which DuckDB empties on close.
 LOAD_MEMORY_LIMIT = "512MB"
 SPILL_SUFFIX = ".spill"
-LOG_REQUIRED = ("ts", "service", "level", "message")
-LOG_OPTIONAL = ("error_kind", "endpoint", "latency_ms", "region", "trace_id")
 # A 64-bit hash: distinct texts share a key only by a hash collision (probability about
 # n^2 / 2^65 for n distinct messages: 3e-8 for a million).
 MESSAGE_KEY_SQL = "hash(service, message, level, error_kind)"
-EVENT_REQUIRED = ("ts", "service", "kind", "description")
 
 # Values of a text column that mean "no value" for a numeric column.
 _NULL_TOKENS = ("", "nan", "null", "none", "na", "n/a")
@@ -94,22 +101,7 @@ _NUMERIC_TYPES = {
 _NAIVE_TS_TYPES = {"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATE"}
 
 
-class InputError(ValueError):
-    """An input file cannot be loaded. ``str(e)`` names the file and, if relevant, the column."""
 
-    def __init__(self, file: str | Path, message: str, column: str | None = None):
-        self.file = str(file)
-        self.column = column
-        self.message = message
-        super().__init__(self.__str__())
-
-    def __str__(self) -> str:
-        if self.column is not None:
-            return f"{self.file}: column '{self.column}': {self.message}"
-        return f"{self.file}: {self.message}"
-
-    def __reduce__(self):  # keep it picklable despite the custom __init__
-        return (self.__class__, (self.file, self.message, self.column))
 
 
 @dataclass(frozen=True)
@@ -128,14 +120,6 @@ class LoadSummary:
 
 
 # --------------------------------------------------------------------------- SQL helpers
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
 
 def _norm_name(name: str) -> str:
     """Lower snake case: ' P95 (ms) ' -> 'p95_ms'. '@timestamp' -> 'timestamp'."""
@@ -177,7 +161,7 @@ def _has_value_expr(col: str, duck_type: str) -> str:
     base = _base_type(duck_type)
     if base in _NUMERIC_TYPES or base in ("DECIMAL", "BOOLEAN"):
         return f"({col} IS NOT NULL)"
-    tokens = ", ".join(_lit(t) for t in _NULL_TOKENS)
+    tokens = ", ".join(sql_literal(t) for t in _NULL_TOKENS)
     return f"({col} IS NOT NULL AND lower(trim(CAST({col} AS VARCHAR))) NOT IN ({tokens}))"
 
 
@@ -186,7 +170,7 @@ def _double_raw(col: str, duck_type: str) -> str:
     base = _base_type(duck_type)
     if base in _NUMERIC_TYPES or base in ("DECIMAL", "BOOLEAN"):
         return f"CAST({col} AS DOUBLE)"
-    tokens = ", ".join(_lit(t) for t in _NULL_TOKENS)
+    tokens = ", ".join(sql_literal(t) for t in _NULL_TOKENS)
     s = f"trim(CAST({col} AS VARCHAR))"
     return f"TRY_CAST(CASE WHEN lower({s}) IN ({tokens}) THEN NULL ELSE {s} END AS DOUBLE)"
 
@@ -210,7 +194,7 @@ def _text_expr(col: str, keep_empty: bool = False) -> str:
 
 def _level_expr(col: str) -> str:
     u = f"upper(trim(CAST({col} AS VARCHAR)))"
-    whens = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in _LEVEL_MAP.items())
+    whens = " ".join(f"WHEN {sql_literal(k)} THEN {sql_literal(v)}" for k, v in _LEVEL_MAP.items())
     return f"(CASE {u} WHEN '' THEN NULL {whens} ELSE {u} END)"
 
 
@@ -235,36 +219,38 @@ class _Source:
     sql: str | None = None  # the flattened or field-mapped relation, once built
 
     def _path_lit(self) -> str:
-        return _lit(str(self.path))
+        return sql_literal(str(self.path))
 
     def describe_sql(self) -> str:
         if self.sql is not None:
             return f"({self.sql})"
         if self.fmt == "json":
-            return (f"read_json({self._path_lit()}, format={_lit(self.json_format)}, "
-                    f"compression={_lit(self.compression)})")
+            return (f"read_json({self._path_lit()}, format={sql_literal(self.json_format)}, "
+                    f"compression={sql_literal(self.compression)})")
         return self.relation_sql()
 
     def relation_sql(self) -> str:
         if self.sql is not None:
             return f"({self.sql})"
         if self.files is not None:
-            from tools.sources.datasets import parquet_relation_sql  # tools.sources imports us
+            from tools.sources.datasets import (
+                parquet_relation_sql,  # tools.sources imports us
+            )
             return parquet_relation_sql(self.files)
         p = self._path_lit()
         if self.fmt in ("csv", "tsv"):
             delim = "," if self.fmt == "csv" else "\t"
-            return (f"read_csv({p}, header=true, all_varchar=true, delim={_lit(delim)}, "
-                    f"quote='\"', escape='\"', compression={_lit(self.compression)}, "
+            return (f"read_csv({p}, header=true, all_varchar=true, delim={sql_literal(delim)}, "
+                    f"quote='\"', escape='\"', compression={sql_literal(self.compression)}, "
                     f"ignore_errors=false, null_padding=false)")
         if self.fmt == "parquet":
             return f"read_parquet({p})"
-        cols = ", ".join(f"{_lit(o)}: 'VARCHAR'" for o, _ in self.columns.values())
-        return (f"read_json({p}, format={_lit(self.json_format)}, "
-                f"compression={_lit(self.compression)}, columns={{{cols}}})")
+        cols = ", ".join(f"{sql_literal(o)}: 'VARCHAR'" for o, _ in self.columns.values())
+        return (f"read_json({p}, format={sql_literal(self.json_format)}, "
+                f"compression={sql_literal(self.compression)}, columns={{{cols}}})")
 
     def col(self, norm: str) -> str:
-        return _ident(self.columns[norm][0])
+        return sql_ident(self.columns[norm][0])
 
     def ctype(self, norm: str) -> str:
         # JSON and CSV are read as VARCHAR; Parquet keeps its own types.
@@ -302,7 +288,6 @@ def _detect_format(path: Path, label: str) -> tuple[str, str, str]:
 def _precheck(file: str | Path, allow_empty: bool = False, log_format: str = "auto",
               fields: dict[str, str] | None = None) -> _Source | None:
     """Cheap checks (exists, not empty, known extension) before anything is loaded."""
-    from tools.sources import datasets, logformats  # tools.sources imports this module
 
     label = str(file)
     if datasets.is_dataset(file) or log_format == "parquet" and Path(file).is_dir():
@@ -332,7 +317,6 @@ def _precheck(file: str | Path, allow_empty: bool = False, log_format: str = "au
 
 
 def _time_offsets(con, sources: dict[str, _Source | None]) -> dict[str, list[str]]:
-    from tools.sources.timezones import text_offsets  # tools.sources imports this module
 
     found = {}
     for name, src in sources.items():
@@ -349,7 +333,6 @@ def _time_offsets(con, sources: dict[str, _Source | None]) -> dict[str, list[str
 
 def _build_relation(con, src: _Source) -> None:
     """Flatten a log export or apply a field mapping (tools.sources.logformats)."""
-    from tools.sources import logformats  # tools.sources imports this module
 
     if src.flatten:
         src.sql = logformats.flattened_logs_sql(con, src.label, src.path, src.flatten,
@@ -390,14 +373,7 @@ def _read_error(src: _Source, exc: BaseException, what: str) -> str:
         explained = read_error_explanation(src.path, src.fmt, src.compression, str(exc))
         if explained:
             return explained
-    return f"{what}: {_duck_msg(exc)}"
-
-
-def _duck_msg(exc: BaseException) -> str:
-    """DuckDB's message without the echo of our own SQL ("LINE 1: ...")."""
-    text = str(exc).strip()
-    text = re.split(r"\n\s*LINE \d+:", text)[0].strip()
-    return text if len(text) <= 600 else text[:597] + "..."
+    return f"{what}: {duckdb_message(exc)}"
 
 
 def _require(src: _Source, required: tuple[str, ...]) -> None:
@@ -497,8 +473,8 @@ def _load_metrics(con, src: _Source) -> list[str]:
     if bad_ts:
         _raise_bad_ts(con, src)
     inner = ", ".join([f"{ts_conv} AS ts"]
-                      + [f"{_double_expr(src.col(n), src.ctype(n))} AS {_ident(n)}" for n in kept])
-    outer = ", ".join(["ts"] + [f"avg({_ident(n)}) AS {_ident(n)}" for n in kept])
+                      + [f"{_double_expr(src.col(n), src.ctype(n))} AS {sql_ident(n)}" for n in kept])
+    outer = ", ".join(["ts"] + [f"avg({sql_ident(n)}) AS {sql_ident(n)}" for n in kept])
     con.execute(f"CREATE TABLE metrics AS SELECT {outer} FROM (SELECT {inner} FROM {rel}) "
                 f"GROUP BY ts ORDER BY ts")
     return kept
@@ -530,8 +506,8 @@ def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
                 expr = _double_expr(c, t)
             else:
                 expr = _text_expr(c, keep_empty=(kind == "message"))
-        exprs.append(f"{expr} AS {_ident(name)}")
-    names = ", ".join(_ident(name) for name, _ in spec)
+        exprs.append(f"{expr} AS {sql_ident(name)}")
+    names = ", ".join(sql_ident(name) for name, _ in spec)
     select = f"SELECT {', '.join(exprs)} FROM {src.relation_sql()}"
     if table == "logs":
         # One integer per line naming its distinct (service, message, level, error_kind), so
@@ -559,7 +535,7 @@ def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
         if w not in src.columns:
             continue
         if w in added and not con.execute(
-                f"SELECT count({_ident(w)}) FROM {table}").fetchone()[0]:
+                f"SELECT count({sql_ident(w)}) FROM {table}").fetchone()[0]:
             continue  # a key we added ourselves counts only if some record had it
         present.append(w)
     return rows, present
@@ -691,7 +667,9 @@ def load_sources(db_path: str | Path, metrics_path: str | Path, logs_path: str |
         event_rows = _load_events(con, events_src)
 
         if logs_src.files is not None:
-            from tools.sources.datasets import SOURCE_FILES_TABLE  # tools.sources imports us
+            from tools.sources.datasets import (
+                SOURCE_FILES_TABLE,  # tools.sources imports us
+            )
             con.execute(f"CREATE TABLE {SOURCE_FILES_TABLE}(path VARCHAR)")
             con.executemany(f"INSERT INTO {SOURCE_FILES_TABLE} VALUES (?)",
                             [[str(f)] for f in logs_src.files])

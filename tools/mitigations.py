@@ -133,3 +133,24 @@ def playbooks_for(mechanism: str, change: dict | None) -> list[Playbook]:
         books += list(CATALOGUE["bad_config" if change.get("kind") in {"config", "feature_flag"} else "crash_on_release"])
     books += list(CATALOGUE.get(mechanism, CATALOGUE["unknown"]))
     return books
+
+
+# Steps that change a running system, whatever their proposer (a model, an edited plan) said:
+# the approver must see them as production changes. Erring towards "touches prod" is the safe way.
+PROD_CHANGE = re.compile(
+    r"\b(?:restart\w*|reboot\w*|roll(?:ing|ed|s)?[ -]?back|rollback|redeploy\w*|deploy(?!\s+(?:pipeline|freeze))\w*|"
+    r"scal(?:e|ed|es|ing)\s+(?:out|in|up|down|back|to)|kill\w*|terminat\w*|delet\w*|drop\w*|truncat\w*|purg\w*|"
+    r"flush\w*|fail\s*over|failover|drain\w*|cordon\w*|evict\w*|rotat\w*|rais\w*|lower\w*|revert\w*|disabl\w*|"
+    r"enabl\w*|apply|applied|kubectl|helm|terraform|shut\s*down|shutdown|stop(?:ped|ping|s)?|re-?point\w*|"
+    r"(?:add|remov)\w*\s+(?:\S+\s+){0,3}replicas?|expand\w*|shrink\w*|resiz\w*|migrat\w*|cancel\w*|throttl\w*|open\w*\s+\w*\s*circuit|rm\s+-)\b",
+    re.IGNORECASE,
+)
+
+
+def prod_change_in(steps: list[str] | tuple[str, ...]) -> str | None:
+    """'step 2 says "restart"' when a step changes production, else None."""
+    for number, step in enumerate(steps, 1):
+        found = PROD_CHANGE.search(step)
+        if found:
+            return f'step {number} says "{found.group(0)}"'
+    return None

@@ -1,19 +1,14 @@
 """approve: the human gate. Nothing that touches production goes ahead without a decision."""
 
-from datetime import datetime, timezone
-
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 from pydantic import ValidationError
 
 from graph.configuration import Configuration
-from graph.nodes.mitigate import leading_hypothesis
-from graph.nodes.timing import timed
+from graph.plans import labelled, leading_hypothesis
 from graph.state import Approval, Decision, IncidentState
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+from graph.timing import timed
+from tools.times import utc_now_iso
 
 
 def approval_request(state: IncidentState) -> dict:
@@ -32,7 +27,7 @@ def approve(state: IncidentState, config: RunnableConfig) -> dict:
     settings = Configuration.from_runnable_config(config)
     plan = state.get("mitigations", [])
     if not plan:
-        return {"approval": Approval(action="not-needed", by=settings.approver, at=_now(), note="no mitigation was proposed")}
+        return {"approval": Approval(action="not-needed", by=settings.approver, at=utc_now_iso(), note="no mitigation was proposed")}
     if settings.auto_approve:
         decision = Decision(action="approve", by=f"{settings.approver} (auto-approve)")
         action = "auto-approve"
@@ -48,14 +43,15 @@ def approve(state: IncidentState, config: RunnableConfig) -> dict:
                 request = {**approval_request(state), "error": f"invalid decision: {exc.errors()[0]['msg']}"}
         action = decision.action
     if decision.action == "edit":
-        plan = decision.mitigations or []
+        plan = labelled(decision.mitigations or [])
     status = "rejected" if decision.action == "reject" else "approved"
     decided = [m.model_copy(update={"status": status}) for m in plan]
     approval = Approval(
         action=action,
         note=decision.note,
         by=decision.by,
-        at=_now(),
+        authenticated_as=decision.authenticated_as,
+        at=utc_now_iso(),
         approved=[m.id for m in decided if m.status == "approved"],
         rejected=[m.id for m in decided if m.status == "rejected"],
     )

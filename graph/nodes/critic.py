@@ -13,11 +13,11 @@ from langchain_core.runnables import RunnableConfig
 
 from graph.analyst import critique
 from graph.configuration import Configuration
+from graph.evidence import evidence_digest
 from graph.models import ModelOutputError, ask_structured, outcomes_update
-from graph.nodes.timing import timed
 from graph.prompts import CRITIC_SYSTEM
 from graph.state import CriticReport, CriticVerdict, Evidence, Hypothesis, IncidentState
-from graph.tools import evidence_digest
+from graph.timing import timed
 
 SEVERITY = {"upheld": 0, "weakened": 1, "overturned": 2}
 GROUNDING_CHALLENGE = "Do its citations exist, and do they show this service?"

@@ -2,12 +2,12 @@
 
 from langchain_core.runnables import RunnableConfig
 
-from graph.nodes.timing import timed
-from graph.report import iso_utc
-from graph.state import Detection, Evidence, IncidentState, IncidentWindow
-from graph.tools import evidence_id, to_jsonable
+from graph.evidence import make_evidence, to_jsonable
+from graph.state import Detection, IncidentState, IncidentWindow
+from graph.timing import timed
 from tools.detection import DetectorSettings, detect_window
 from tools.sql_sandbox import connect_readonly
+from tools.times import iso_utc
 
 METRICS_SQL = "SELECT * FROM metrics ORDER BY ts"
 
@@ -27,17 +27,16 @@ def detect(state: IncidentState, config: RunnableConfig) -> dict:
         blips = sum(1 for c in found.candidates if c["is_blip"])
         summary = f"No incident: no metric deviation lasted {settings.min_minutes:.0f} min or more ({blips} short blip(s) ignored)."
     args = {"metrics": list(metrics.columns), "rows": len(metrics), "settings": vars(settings)}
-    item = Evidence(
-        id=evidence_id("detect_window", args),
-        tool="detect_window",
-        args=args,
+    item = make_evidence(
+        "detect_window",
+        args,
         method=(
             f"{METRICS_SQL}; per metric: residual against a rolling-median baseline re-fitted without the "
             f"anomalous stretch, scaled by MAD; window grown from |z| >= {settings.core_z} out to |z| >= "
             f"{settings.edge_z}; stretches under {settings.min_minutes} min are blips"
         ),
         summary=summary,
-        data=to_jsonable({"window": window.model_dump() if window else None, "signals": signals, "candidates": found.candidates}),
+        data={"window": window.model_dump() if window else None, "signals": signals, "candidates": found.candidates},
     )
     detection = Detection(incident_detected=found.incident_detected, window=window, signals=signals, evidence_id=item.id)
     return {"detection": detection, "evidence": [item]}

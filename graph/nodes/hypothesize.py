@@ -10,11 +10,11 @@ from langchain_core.runnables import RunnableConfig
 
 from graph.analyst import propose_hypotheses, statistical_shares
 from graph.configuration import Configuration
+from graph.evidence import evidence_digest
 from graph.models import ask_structured
-from graph.nodes.timing import timed
 from graph.prompts import HYPOTHESIZE_SYSTEM
 from graph.state import Hypothesis, HypothesisSet, IncidentState
-from graph.tools import evidence_digest
+from graph.timing import timed
 from tools.mitigations import CATALOGUE, classify_mechanism
 
 MODEL_WEIGHT = 0.4  # of a merged confidence; the rest is the statistical share

@@ -1,7 +1,5 @@
 """investigate: the ReAct subgraph (model node + tool node, bounded steps) over the tools."""
 
-from dataclasses import replace
-
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -9,9 +7,9 @@ from langgraph.prebuilt import ToolNode, tools_condition
 
 from graph.configuration import OFFLINE_MODEL, Configuration
 from graph.models import model_settings, tool_step
-from graph.nodes.timing import timed
 from graph.prompts import INVESTIGATOR_SYSTEM, with_context
 from graph.state import IncidentState
+from graph.timing import timed
 from graph.tools import INVESTIGATION_TOOLS
 
 
@@ -49,7 +47,7 @@ def analyst(state: IncidentState, config: RunnableConfig) -> dict:
     if any(f.node == ANALYST_NODE for f in state.get("model_fallbacks", [])):
         # The model already failed a step of this investigation: the offline analyst finishes it
         # rather than paying the retries (and timeouts) again at every step.
-        settings = replace(settings, model=OFFLINE_MODEL)
+        settings = settings.model_copy(update={"model": OFFLINE_MODEL})
     outcome = tool_step(ANALYST_NODE, state["messages"], INVESTIGATION_TOOLS, settings, state, config)
     return {"messages": [outcome.value], **outcome.state_update()}
 

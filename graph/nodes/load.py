@@ -6,38 +6,15 @@ from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
-from graph.configuration import Configuration
-from graph.nodes.timing import timed
+from graph.configuration import Configuration, thread_id_of, thread_path
 from graph.state import IncidentState
-from tools.loader import InputError, load_sources
-from tools.sources.datasets import dataset_files, is_dataset
+from graph.timing import timed
+from tools.loader import load_sources
+from tools.sources.datasets import confined_inputs
 
 
 def database_path(settings: Configuration, config: RunnableConfig) -> Path:
-    thread_id = (config.get("configurable") or {}).get("thread_id", "default")
-    return Path(settings.state_dir) / "work" / f"{thread_id}.duckdb"
-
-
-FILE_INPUTS = ("metrics", "logs", "events")
-
-
-def confined_inputs(roots: list[Path], files: dict) -> dict:
-    """Input paths resolved against the first root; any outside every root (via `..`, an absolute
-    path or a symlink) is refused."""
-    bases = [root.resolve() for root in roots]
-    confined = dict(files)
-    for key in FILE_INPUTS:
-        if not files.get(key):
-            continue
-        resolved = (bases[0] / files[key]).resolve()
-        # A Parquet directory or glob: every file it expands to must be inside too (a symlinked
-        # folder matched by `*` is only seen after expansion).
-        expanded = dataset_files(files[key], str(bases[0] / files[key])) if is_dataset(bases[0] / files[key]) else [resolved]
-        for path in expanded:
-            if not any(path.is_relative_to(base) for base in bases):
-                raise InputError(files[key], f"{path} is outside the data directory {bases[0]}; only files under it can be investigated")
-        confined[key] = str(bases[0] / files[key]) if is_dataset(bases[0] / files[key]) else str(resolved)
-    return confined
+    return thread_path(Path(settings.state_dir) / "work", thread_id_of(config), ".duckdb")
 
 
 @timed("load")
@@ -46,7 +23,7 @@ def load(state: IncidentState, config: RunnableConfig) -> dict:
     db_path = database_path(settings, config)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     files = dict(state["inputs"])
-    if settings.input_roots:
+    if settings.input_roots:  # set by the server: inputs must lie under its data directory or uploads
         files = confined_inputs([Path(root) for root in settings.input_roots.split(os.pathsep)], files)
     summary = load_sources(db_path, files["metrics"], files["logs"], files.get("events"),
                            log_format=files.get("log_format", "auto"), log_fields=files.get("log_fields"))

@@ -4,16 +4,10 @@ from langchain_core.runnables import RunnableConfig
 
 from graph.configuration import Configuration
 from graph.models import ask_structured
-from graph.nodes.timing import timed
+from graph.plans import labelled, leading_hypothesis
 from graph.prompts import MITIGATE_SYSTEM
-from graph.state import Hypothesis, IncidentState, MitigationPlan
-
-
-def leading_hypothesis(state: IncidentState) -> Hypothesis | None:
-    """The best standing hypothesis; one the critic could not confirm never leads."""
-    confirmed = [h for h in state.get("hypotheses", []) if not h.unconfirmed]
-    standing = [h for h in confirmed if h.status != "overturned"]
-    return (standing or confirmed or [None])[0]
+from graph.state import IncidentState, MitigationPlan
+from graph.timing import timed
 
 
 @timed("mitigate")
@@ -27,5 +21,5 @@ def mitigate(state: IncidentState, config: RunnableConfig) -> dict:
         node="mitigate", state=state,
     )
     plan = outcome.value.mitigations if outcome.value else []
-    mitigations = [m.model_copy(update={"hypothesis_id": lead.id, "status": "proposed"}) for m in plan]
+    mitigations = labelled([m.model_copy(update={"hypothesis_id": lead.id, "status": "proposed"}) for m in plan])
     return {"mitigations": mitigations, **outcome.state_update()}

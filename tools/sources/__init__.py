@@ -6,6 +6,6 @@
   flattened by DuckDB into the loader's log columns.
 * ``datasets``: a directory or glob of (hive-partitioned) Parquet files, read in place.
 
-Nothing here imports ``graph/``; errors are ``tools.loader.InputError`` so every caller
+Nothing here imports ``graph/``; errors are ``tools.contract.InputError`` so every caller
 reports them the same way (the CLI exits 2).
 """

@@ -33,7 +33,14 @@ from pathlib import Path
 
 import duckdb
 
-from tools.loader import LOG_OPTIONAL, LOG_REQUIRED, InputError, _duck_msg, _ident, _lit
+from tools.contract import (
+    LOG_OPTIONAL,
+    LOG_REQUIRED,
+    InputError,
+    duckdb_message,
+    sql_ident,
+    sql_literal,
+)
 
 __all__ = [
     "LOG_COLUMNS",
@@ -136,21 +143,21 @@ def mapped_relation_sql(con: duckdb.DuckDBPyConnection, label: str, relation: st
     exprs = []
     for target, source in fields.items():
         if source in names:
-            expr = _ident(source)
+            expr = sql_ident(source)
         else:
             head = source.split(".")[0]
             if head not in names:
                 raise InputError(label, f"--log-field {target}={source}: no column {head!r}; "
                                  f"columns found: {', '.join(names)}", column=head)
-            expr = ".".join(_ident(part) for part in source.split("."))
-        exprs.append(f"{expr} AS {_ident(target)}")
+            expr = ".".join(sql_ident(part) for part in source.split("."))
+        exprs.append(f"{expr} AS {sql_ident(target)}")
     replaced = [n for n in names if n.lower() in fields]
-    keep = f"* EXCLUDE ({', '.join(_ident(n) for n in replaced)})" if replaced else "*"
+    keep = f"* EXCLUDE ({', '.join(sql_ident(n) for n in replaced)})" if replaced else "*"
     sql = f"SELECT {keep}, {', '.join(exprs)} FROM {relation}"
     try:
         con.execute(f"DESCRIBE {sql}")
     except duckdb.Error as exc:
-        raise InputError(label, f"--log-field: {_duck_msg(exc)}") from None
+        raise InputError(label, f"--log-field: {duckdb_message(exc)}") from None
     return sql
 
 
@@ -161,8 +168,8 @@ def _read_typed(path: Path, compression: str, columns: dict[str, str]) -> str:
     # file; DuckDB sizes its buffers from that bound, so it is no larger than needed.
     size = path.stat().st_size * (_GZIP_RATIO if compression == "gzip" else 1) + 1
     bound = min(max(size, _MIN_JSON_OBJECT), _MAX_JSON_DOCUMENT)
-    typed = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in columns.items())
-    return (f"read_json({_lit(str(path))}, format='auto', compression={_lit(compression)}, "
+    typed = ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in columns.items())
+    return (f"read_json({sql_literal(str(path))}, format='auto', compression={sql_literal(compression)}, "
             f"maximum_object_size={bound}, columns={{{typed}}})")
 
 
@@ -175,7 +182,7 @@ _LOKI_DATA = 'STRUCT(resultType VARCHAR, result STRUCT(stream JSON, "values" JSO
 
 def _loki_sql(path: Path, compression: str, fields: dict[str, str]) -> str:
     def label(name: str) -> str:
-        key = _lit(name)
+        key = sql_literal(name)
         return _first([f"labels->>{key}", f"meta->'structuredMetadata'->>{key}",
                        f"meta->'parsed'->>{key}", f"meta->>{key}"])
 
@@ -185,7 +192,7 @@ def _loki_sql(path: Path, compression: str, fields: dict[str, str]) -> str:
         cols[column] = _first([label(n) for n in names])
     if "level" not in fields:
         cols["level"] = (f"coalesce({cols['level']}, "
-                         f"NULLIF(regexp_extract(v[2]->>'$', {_lit(_LEVEL_IN_LINE)}, 1), ''))")
+                         f"NULLIF(regexp_extract(v[2]->>'$', {sql_literal(_LEVEL_IN_LINE)}, 1), ''))")
     select = ", ".join(f"CAST({expr} AS VARCHAR) AS {c}" for c, expr in cols.items())
     return (f"WITH doc AS (SELECT data FROM {_read_typed(path, compression, {'data': _LOKI_DATA})}), "
             f"streams AS (SELECT unnest(data.result) AS s FROM doc "
@@ -220,11 +227,11 @@ def _otlp_sql(path: Path, compression: str, fields: dict[str, str]) -> str:
     }
     for column, keys in _OTLP_ATTRIBUTES.items():
         keys = (fields[column],) if column in fields else keys
-        cols[column] = _first([f"la[{_lit(k)}]" for k in keys] + [f"ra[{_lit(k)}]" for k in keys])
+        cols[column] = _first([f"la[{sql_literal(k)}]" for k in keys] + [f"ra[{sql_literal(k)}]" for k in keys])
     if "trace_id" not in fields:
         cols["trace_id"] = f"coalesce(NULLIF(rec.traceId, ''), {cols['trace_id']})"
     if "level" in fields:
-        cols["level"] = f"coalesce(la[{_lit(fields['level'])}], ra[{_lit(fields['level'])}])"
+        cols["level"] = f"coalesce(la[{sql_literal(fields['level'])}], ra[{sql_literal(fields['level'])}])"
     select = ", ".join(f"CAST({expr} AS VARCHAR) AS {c}" for c, expr in cols.items())
     source = _read_typed(path, compression, {"resourceLogs": _OTLP_RESOURCE_LOGS})
     return (f"WITH res AS (SELECT unnest(resourceLogs) AS r FROM {source}), "
@@ -235,10 +242,10 @@ def _otlp_sql(path: Path, compression: str, fields: dict[str, str]) -> str:
 
 
 def _ndjson_sql(path: Path, compression: str, fields: dict[str, str]) -> str:
-    select = ", ".join(f"CAST(j->>{_lit(json_path(fields.get(c, c)))} AS VARCHAR) AS {c}"
+    select = ", ".join(f"CAST(j->>{sql_literal(json_path(fields.get(c, c)))} AS VARCHAR) AS {c}"
                        for c in LOG_COLUMNS)
-    return (f"SELECT {select} FROM (SELECT json AS j FROM read_json_objects({_lit(str(path))}, "
-            f"format='newline_delimited', compression={_lit(compression)}))")
+    return (f"SELECT {select} FROM (SELECT json AS j FROM read_json_objects({sql_literal(str(path))}, "
+            f"format='newline_delimited', compression={sql_literal(compression)}))")
 
 
 def flattened_logs_sql(con: duckdb.DuckDBPyConnection, label: str, path: Path, fmt: str,
@@ -253,7 +260,7 @@ def flattened_logs_sql(con: duckdb.DuckDBPyConnection, label: str, path: Path, f
         con.execute(f"CREATE OR REPLACE TEMP TABLE {FLAT_TABLE} AS "
                     f"{build(path, compression, fields)}")
     except duckdb.Error as exc:
-        raise InputError(label, f"cannot read as {fmt}: {_duck_msg(exc)}") from None
+        raise InputError(label, f"cannot read as {fmt}: {duckdb_message(exc)}") from None
     base = f"SELECT * FROM {FLAT_TABLE}"
     counts = ", ".join(f"count({c})" for c in LOG_COLUMNS)
     row = con.execute(f"SELECT count(*), {counts} FROM ({base})").fetchone()

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tools.loader import InputError
+from tools.contract import InputError
 
 __all__ = [
     "DEFAULT_MIN_STEP_S",
@@ -80,7 +80,7 @@ def parse_duration(text: str) -> float:
             total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
             pos = m.end()
         if pos != len(s) or not s:
-            raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 1h30m, 2d)")
+            raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 1h30m, 2d)") from None
         value = total
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
