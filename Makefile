@@ -26,6 +26,7 @@ unit: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 evals: setup
 	$(BIN)/python -m pytest -q evals

@@ -26,7 +26,10 @@ from pydantic import ValidationError
 
 from graph.checkpointing import CheckpointUnavailable as CheckpointError
 from graph.checkpointing import (
+    ClaimedDecision,
     claim_in_sqlite,
+    claimed_decision_in_sqlite,
+    create_claim_tables,
     decision_claim_key,
     serializer,
     verify_sqlite_file,
@@ -88,6 +91,7 @@ def open_checkpointer(path: Path) -> Iterator[SqliteSaver]:
         try:
             saver = SqliteSaver(conn, serde=serializer())
             saver.setup()
+            create_claim_tables(conn)  # here, where a disk that cannot take them is a clear error
         except sqlite3.OperationalError as exc:  # the file passed verify_sqlite_file: the disk fails (full, read-only)
             raise CheckpointError(f"checkpoint database {path} cannot be written: {exc}") from exc
         except sqlite3.DatabaseError as exc:
@@ -361,13 +365,25 @@ def decision_from(args: argparse.Namespace) -> Decision | None:
         raise ValueError(f"{source}: {readable_errors(exc)}") from None
 
 
-def claim_decision(store: Path, thread_id: str, interrupt_id: str) -> None:
+def claim_decision(store: Path, thread_id: str, interrupt_id: str, decision: Decision) -> None:
     """Exactly one decision per approval request, whichever process sends it: the claim lives in
-    the checkpoint file, where the server's workers claim too."""
+    the checkpoint file, where the server's workers claim too. The decision is stored with it, so
+    a plain `resume` can finish it if this process dies before the approve node is checkpointed."""
     owner = f"{local_user()} (cli pid {os.getpid()})"
-    if not claim_in_sqlite(store, decision_claim_key(thread_id, interrupt_id), owner):
+    if not claim_in_sqlite(store, decision_claim_key(thread_id, interrupt_id), owner, decision_payload(decision)):
         raise AlreadyDecided(f"thread {thread_id} is already decided: another process (CLI or server) answered "
                              f"approval request {interrupt_id} first; nothing was written")
+
+
+def claimed_summary(claimed: ClaimedDecision) -> str:
+    """'approve by alice claimed at 2024-06-01T10:00:00.123456Z by local user root (cli pid 42)'"""
+    return f"{claimed.decision['action']} by {claimed.decision['by']} claimed at {claimed.claimed_at} by {claimed.owner}"
+
+
+def unapplied_decision(args: argparse.Namespace, thread_id: str, claimed: ClaimedDecision) -> AlreadyDecided:
+    """A decision sent while a claimed one waits to be applied: the claimed one stands."""
+    return AlreadyDecided(f"thread {thread_id} is already decided: {claimed_summary(claimed)}, not applied yet (that process "
+                          f"stopped, or is still running); a plain resume finishes it: {resume_command(args, thread_id)}")
 
 
 def second_decision(thread_id: str, approval: Approval, finished: bool) -> AlreadyDecided:
@@ -376,14 +392,18 @@ def second_decision(thread_id: str, approval: Approval, finished: bool) -> Alrea
     return AlreadyDecided(f"thread {thread_id} is already decided: {decision_summary(approval)}; {then}")
 
 
+def decision_payload(decision: Decision) -> dict:
+    """The approve node's resume value, as stored with the claim and sent to the graph."""
+    return decision.model_dump(mode="json", exclude_none=True)
+
+
 def resume_payload(decision: Decision | None, out_dir: str, recorded_out_dir: str | None) -> Command | None:
     """What the run resumes with: the decision, and --out as a state update when it differs from
     the thread's (the write node reads `out_dir` from the state)."""
     update = {"out_dir": out_dir} if out_dir != recorded_out_dir else None
     if decision is None and update is None:
         return None  # a crashed run carries on from its last checkpoint, unchanged
-    answer = decision.model_dump(mode="json", exclude_none=True) if decision else None
-    return Command(resume=answer, update=update)
+    return Command(resume=decision_payload(decision) if decision else None, update=update)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -406,15 +426,22 @@ def cmd_resume(args: argparse.Namespace) -> int:
             print(f"thread {args.thread_id} is already finished: {snapshot.values.get('artifacts')}")
             return EXIT_OK
         pending = pending_interrupt(snapshot)
+        claimed = claimed_decision_in_sqlite(store, decision_claim_key(args.thread_id, pending[0])) if pending else None
         if pending is None:
             if decision:  # the plan was never shown: the decision waits until it has been
                 print(f"thread {args.thread_id} stopped before asking for approval; continuing it first", file=sys.stderr)
             decision = None  # interrupted mid-run (crash): carry on from the last checkpoint
+        elif claimed is not None:
+            if decision:
+                raise unapplied_decision(args, args.thread_id, claimed)
+            # The process that won the claim died before the approve node was checkpointed.
+            print(f"finishing the decision {claimed_summary(claimed)}", flush=True)
+            decision = Decision.model_validate(claimed.decision)
         elif decision is None:
             raise CheckpointError(f"thread {args.thread_id} waits for approval: pass --approve, --reject NOTE or --plan FILE")
         with resumable_on_failure(args, args.thread_id, store):
-            if decision and pending:
-                claim_decision(store, args.thread_id, pending[0])
+            if decision and pending and claimed is None:
+                claim_decision(store, args.thread_id, pending[0], decision)
             payload = resume_payload(decision, out_dir, snapshot.values.get("out_dir"))
             state = stream(app, payload, config, args.quiet)
         return finish(state, args, args.thread_id)

@@ -2,7 +2,7 @@
 
     incident-graph serve --host 127.0.0.1 --port 8000
 
-Settings come from the environment (see `ServerSettings`). Runs started here are checkpointed
+Settings come from the environment (`serving.settings.ServerSettings`). Runs started here are checkpointed
 per thread in the SQLite file under the state dir, or in PostgreSQL when a DSN is set, so a
 waiting incident survives a restart and any worker sharing the store can take its decision.
 
@@ -20,13 +20,10 @@ import logging
 import os
 import re
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +43,13 @@ from graph.state import Decision, DecisionRequest
 from serving.graph_routes import EchoThreadIds, add_graph_routes
 from serving.index import IncidentIndex, open_postgres_index, open_sqlite_index
 from serving.security import (
-    PublicPaths,
     RequestGuard,
     bearer_guard,
     exposed_without_key,
     is_json,
-    parse_api_keys,
-    parse_origins,
     require_json,
 )
+from serving.settings import ServerSettings
 from serving.status import FINISHED, describe_incident, pending_interrupt, status_of
 from tools.loader import InputError
 from tools.sources.datasets import FILE_INPUTS, OutsideInputRoots, confined_inputs, is_dataset
@@ -65,51 +60,6 @@ PAGE_DIR = Path(__file__).resolve().parent / "serving" / "page"
 ARTIFACTS = {"postmortem.json": "application/json", "postmortem.md": "text/markdown; charset=utf-8", "timeline.png": "image/png"}
 UPLOAD_SUFFIX = re.compile(r"\.(csv|tsv|parquet|ndjson|jsonl|json)(\.gz)?$", re.IGNORECASE)
 POLL_SECONDS = 0.1
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Read from the environment once, when the app is made."""
-
-    state_dir: Path = field(default_factory=lambda: Path(Configuration().state_dir))
-    # {key: identity}: the shared INCIDENT_GRAPH_API_KEY is "api-key", named keys are their name.
-    api_keys: dict[str, str] = field(default_factory=lambda: parse_api_keys(
-        os.environ.get("INCIDENT_GRAPH_API_KEY"), os.environ.get("INCIDENT_GRAPH_API_KEYS")))
-    # Web origins besides the server's own that may send state-changing requests (a proxy's).
-    allowed_origins: frozenset[str] = field(default_factory=lambda: parse_origins(os.environ.get("INCIDENT_GRAPH_ALLOWED_ORIGINS")))
-    data_dir: Path | None = field(
-        default_factory=lambda: Path(os.environ["INCIDENT_GRAPH_DATA_DIR"]) if os.environ.get("INCIDENT_GRAPH_DATA_DIR") else None
-    )
-    postgres_dsn: str | None = field(default_factory=lambda: os.environ.get("INCIDENT_GRAPH_POSTGRES_DSN") or None)
-    max_upload_bytes: int = field(default_factory=lambda: int(os.environ.get("INCIDENT_GRAPH_MAX_UPLOAD_MB", "512")) * 2**20)
-    # Every body but an upload (decisions, paths, /graph requests); free text is bounded by the models.
-    max_json_bytes: int = field(default_factory=lambda: int(os.environ.get("INCIDENT_GRAPH_MAX_JSON_KB", "1024")) * 1024)
-    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    # A run whose last checkpoint is older than this, and that no task of this worker runs, is
-    # taken to be orphaned by a dead worker and resumed. Longer than any single node takes.
-    recover_after_s: float = field(default_factory=lambda: float(os.environ.get("INCIDENT_GRAPH_RECOVER_AFTER_S", "120")))
-
-    @property
-    def checkpoint_file(self) -> Path:
-        return self.state_dir / "checkpoints.sqlite"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.state_dir / "incidents"
-
-    @property
-    def uploads_dir(self) -> Path:
-        return self.state_dir / "uploads"
-
-    @property
-    def input_roots(self) -> list[Path]:
-        """Where runs may read: the data directory (relative paths resolve there) and uploads."""
-        return [self.data_dir, self.uploads_dir] if self.data_dir else [self.uploads_dir]
-
-    @cached_property
-    def public(self) -> PublicPaths:
-        """Messages as a client may see them: no directory of this server spelled out."""
-        return PublicPaths({"<uploads>": self.uploads_dir, "<data>": self.data_dir, "<state>": self.state_dir})
 
 
 class Investigations:
@@ -157,20 +107,31 @@ class Investigations:
         """Resume incidents whose worker died mid-run; one worker wins each via a claim.
 
         An incident killed before its first checkpoint starts again from its recorded inputs;
-        one killed later continues from its last checkpoint (payload None).
+        one killed later continues from its last checkpoint (payload None); one whose decision
+        was claimed but not applied (the worker died before the approve node's checkpoint)
+        resumes with the decision stored with the claim, never another.
         """
         resumed = []
         for record in await self.index.all():
+            if record.thread_id in self.tasks:
+                continue
             snapshot = await self.snapshot(record.thread_id)
             status, _ = status_of(snapshot)
-            if status not in {"queued", "running"} or record.thread_id in self.tasks:
+            waiting = pending_interrupt(snapshot) if status == "waiting_for_approval" else None
+            claimed = await self.index.claimed_decision(decision_claim_key(record.thread_id, waiting[0])) if waiting else None
+            if status not in {"queued", "running"} and claimed is None:
                 continue
             last_progress = parse_utc(snapshot.created_at or record.created_at)
+            if claimed is not None:  # a decision taken after a long wait is progress: its worker may be applying it now
+                last_progress = max(last_progress, parse_utc(claimed.claimed_at))
             if (datetime.now(UTC) - last_progress).total_seconds() < self.settings.recover_after_s:
                 continue
             checkpoint_id = (snapshot.config or {}).get("configurable", {}).get("checkpoint_id", "start")
             if await self.index.claim(f"recover:{record.thread_id}:{checkpoint_id}", self.settings.worker):
-                self.start(record.thread_id, {"inputs": record.source["inputs"]} if status == "queued" else None)
+                if claimed is not None:
+                    self.start(record.thread_id, Command(resume=claimed.decision))
+                else:
+                    self.start(record.thread_id, {"inputs": record.source["inputs"]} if status == "queued" else None)
                 resumed.append(record.thread_id)
         return resumed
 
@@ -262,7 +223,7 @@ def inputs_from_paths(body: Any, settings: ServerSettings) -> dict[str, str]:
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    settings = settings or ServerSettings()
+    settings = settings or ServerSettings.from_environment()
     Configuration.from_runnable_config({})  # a bad INCIDENT_GRAPH_<FIELD> is a startup error, not one per request
     saver = DeferredSaver()
     runs = Investigations(settings, saver)
@@ -363,11 +324,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if waiting is None:
             status, _ = status_of(snapshot)
             raise HTTPException(409, f"incident {thread_id} is not waiting for a decision (status: {status})")
-        if not await runs.index.claim(decision_claim_key(thread_id, waiting[0]), settings.worker):
-            raise HTTPException(409, f"incident {thread_id} has already been decided")
         # `by` is the label the decider typed; `authenticated_as` is who the key says they are.
         decision = Decision(**dict(asked), authenticated_as=identity)
-        runs.start(thread_id, Command(resume=decision.model_dump(mode="json", exclude_none=True)))
+        answer = decision.model_dump(mode="json", exclude_none=True)
+        # Stored with the claim: if this worker dies before applying it, the recovery sweep does.
+        if not await runs.index.claim(decision_claim_key(thread_id, waiting[0]), settings.worker, answer):
+            raise HTTPException(409, f"incident {thread_id} has already been decided")
+        runs.start(thread_id, Command(resume=answer))
         return {"thread_id": thread_id, "status": "running", "decision": decision.action, "authenticated_as": identity}
 
     @app.get("/incidents/{thread_id}/events", dependencies=[guard])
@@ -454,7 +417,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = ServerSettings()
+    settings = ServerSettings.from_environment()
     if exposed_without_key(host, bool(settings.api_keys)):
         log.warning("NO API KEY: listening on %s:%d with neither INCIDENT_GRAPH_API_KEY nor INCIDENT_GRAPH_API_KEYS set; anyone "
                     "who reaches this address can read every incident and approve its mitigations", host, port)

@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 
 from evals.generator import FAULTS, generate, write_scenario
-from serving.process import ServerProcess
+from tests.processes import ServerProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOAD_AT_START = psutil.getloadavg()

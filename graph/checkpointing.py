@@ -5,9 +5,11 @@ opened inside the running event loop (the app's lifespan). `DeferredSaver` is th
 checkpointer from the start and forwards to the real saver once the lifespan has opened it.
 """
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,26 @@ def verify_sqlite_file(path: Path) -> None:
 # One-time claims, in the same store as the checkpoints: a decision is taken exactly once
 # whichever entry point (server worker, page, CLI process) sends it.
 CLAIMS_DDL = "CREATE TABLE IF NOT EXISTS incident_claims (claim TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed_at TEXT NOT NULL)"
+# The decision that won a decision claim, written in the claim's transaction: a process that dies
+# between the claim and the approve node's checkpoint leaves it for a later resume to apply,
+# instead of a taken claim nobody can ever decide. A table of its own, so existing files keep theirs.
+DECISIONS_DDL = "CREATE TABLE IF NOT EXISTS incident_decisions (claim TEXT PRIMARY KEY, decision TEXT NOT NULL)"
+CLAIMED_DECISION_QUERY = (
+    "SELECT d.decision, c.owner, c.claimed_at FROM incident_decisions d JOIN incident_claims c ON c.claim = d.claim WHERE d.claim = {}"
+)
+
+
+@dataclass(frozen=True)
+class ClaimedDecision:
+    """The decision stored with a taken decision claim: `decision` is the approve node's resume value."""
+
+    decision: dict[str, Any]
+    owner: str
+    claimed_at: str
+
+    @classmethod
+    def from_row(cls, decision: str, owner: str, claimed_at: str) -> "ClaimedDecision":
+        return cls(json.loads(decision), owner, claimed_at)
 
 
 def decision_claim_key(thread_id: str, interrupt_id: str) -> str:
@@ -74,19 +96,38 @@ def decision_claim_key(thread_id: str, interrupt_id: str) -> str:
     return f"decision:{thread_id}:{interrupt_id}"
 
 
-def claim_in_sqlite(path: Path, key: str, owner: str) -> bool:
-    """True for the first process to claim `key` in the checkpoint file, False for every later one."""
+def create_claim_tables(conn: sqlite3.Connection) -> None:
+    conn.execute(CLAIMS_DDL)
+    conn.execute(DECISIONS_DDL)
+
+
+def claim_in_sqlite(path: Path, key: str, owner: str, decision: dict[str, Any] | None = None) -> bool:
+    """True for the first process to claim `key` in the checkpoint file, False for every later one.
+    `decision` is stored with the claim, in its transaction."""
     conn = sqlite3.connect(str(path), timeout=10)
     try:
-        conn.execute(CLAIMS_DDL)
+        create_claim_tables(conn)
         try:
             with conn:
                 conn.execute("INSERT INTO incident_claims VALUES (?, ?, ?)", (key, owner, utc_now_iso(precise=True)))
+                if decision is not None:
+                    conn.execute("INSERT INTO incident_decisions VALUES (?, ?)", (key, json.dumps(decision, sort_keys=True)))
             return True
         except sqlite3.IntegrityError:
             return False
     finally:
         conn.close()
+
+
+def claimed_decision_in_sqlite(path: Path, key: str) -> ClaimedDecision | None:
+    """The decision stored with the claim `key` in the checkpoint file (its claim tables created
+    when it was opened), if one was."""
+    conn = sqlite3.connect(str(path), timeout=10)
+    try:
+        row = conn.execute(CLAIMED_DECISION_QUERY.format("?"), (key,)).fetchone()
+    finally:
+        conn.close()
+    return ClaimedDecision.from_row(*row) if row else None
 
 
 class DeferredSaver(BaseCheckpointSaver):

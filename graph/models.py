@@ -1,19 +1,22 @@
 """Which chat model drives the graph, and how far its answers are trusted.
 
-Without a configured model the offline analyst answers, exactly as before. With one, every call
-goes through `_attempts`: the reply is validated (tool names, argument types, JSON, the answer
-schema, semantic checks such as "cite only existing evidence ids"); a rejected reply is kept for
-the record and the error is fed back for another try, at most `llm_retries` times; request
-errors (timeouts, 429, 5xx, connection failures) are retried the same way. When the tries or the
-per-run token budget run out, the offline analyst answers that step and a `ModelFallback` says so.
-A run never dies because the model misbehaved.
+Without a configured model the offline analyst answers, exactly as before (`answering_model` is
+the one place that decides). With one, every call goes through `bounded_attempts`, a tenacity
+loop: the reply is validated (tool names, argument types, JSON, the answer schema, semantic
+checks such as "cite only existing evidence ids"); a rejected reply is kept for the record and
+goes back to the model with the error for another try, at most `llm_retries` times; request
+errors (timeouts, 429, 5xx, connection failures) are retried the same way, after the wait the
+server asks for (Retry-After) or a short back-off. When the tries or the per-run token budget
+run out, the offline analyst answers that step and a `ModelFallback` says so. A run never dies
+because the model misbehaved.
 """
 
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -26,7 +29,9 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langchain_core.utils.json import parse_json_markdown
 from pydantic import BaseModel, ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from graph.analyst import OfflineAnalyst
 from graph.configuration import Configuration
@@ -38,12 +43,21 @@ T = TypeVar("T")
 
 RAW_OUTPUT_CHARS = 4000  # of a rejected reply kept in the record
 FEEDBACK_CHARS = 1500  # of a rejected reply echoed back to the model
-MAX_RETRY_WAIT_S = 5.0  # longest Retry-After we honour; beyond it the step falls back instead
+MAX_RETRY_WAIT_S = 5.0  # longest Retry-After we wait for; a longer one is cut to it
 ERROR_BACKOFF_S = 0.5  # per attempt, after a 5xx or a connection error
 
 
 class ModelOutputError(ValueError):
     """A reply that failed validation; the message is what the model is told to fix."""
+
+
+class RequestFailed(Exception):
+    """A request that brought no reply. `reason` is recorded; the next try waits `retry_after`
+    (the server's Retry-After), else backs off when `backoff`, else follows at once."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None, backoff: bool = False):
+        super().__init__(reason)
+        self.reason, self.retry_after, self.backoff = reason, retry_after, backoff
 
 
 @dataclass
@@ -64,12 +78,16 @@ class ModelUsage:
 
 @dataclass
 class ModelOutcome:
-    """One step's answer plus what it cost and what was rejected on the way."""
+    """One step's answer plus what it cost and what was rejected on the way.
+
+    `by_model`: the configured model gave the answer (False: the offline analyst did, because
+    no model is configured or the model's tries ran out)."""
 
     value: Any
     usage: ModelUsage = field(default_factory=ModelUsage)
     rejected: list[RejectedOutput] = field(default_factory=list)
     fallback: ModelFallback | None = None
+    by_model: bool = False
 
     def state_update(self) -> dict:
         return outcomes_update([self])
@@ -91,9 +109,20 @@ def outcomes_update(outcomes: list[ModelOutcome]) -> dict:
     return update
 
 
-def chat_model(settings: Configuration) -> BaseChatModel:
+def answering_model(node: str, settings: Configuration, state: dict, *, sticky: bool = False) -> BaseChatModel | None:
+    """The configured model that answers a step of `node`, or None when the offline analyst
+    does: no model is configured, or (`sticky`) the model already failed a step of this node in
+    this run, so the offline analyst finishes it rather than paying the retries (and timeouts)
+    again at every step."""
     if not settings.uses_llm:
-        return OfflineAnalyst()
+        return None
+    if sticky and any(f.node == node for f in state.get("model_fallbacks", [])):
+        return None
+    return chat_model(settings)
+
+
+def chat_model(settings: Configuration) -> BaseChatModel:
+    """The client of the configured OpenAI-compatible model."""
     from langchain_openai import (
         ChatOpenAI,  # imported lazily: the offline path never needs it
     )
@@ -112,7 +141,7 @@ def chat_model(settings: Configuration) -> BaseChatModel:
         use_responses_api=False,
         stream_usage=True,
         timeout=settings.llm_timeout_s,
-        max_retries=0,  # `_attempts` owns retries, so they are bounded, recorded and fed back
+        max_retries=0,  # `bounded_attempts` owns retries, so they are bounded, recorded and fed back
         **cap,
     )
 
@@ -151,18 +180,20 @@ def tool_step(
     config: RunnableConfig | None = None,
 ) -> ModelOutcome:
     """One ReAct step: an AIMessage whose tool calls name known tools with valid arguments,
-    or a final answer in text."""
+    or a final answer in text. Once the model failed a step of `node`, the offline analyst
+    takes the rest of them."""
 
     def offline() -> AIMessage:
         return OfflineAnalyst().bind_tools(tools).invoke(messages, config)
 
-    if not settings.uses_llm:
+    model = answering_model(node, settings, state, sticky=True)
+    if model is None:
         return ModelOutcome(offline())
-    bound = chat_model(settings).bind_tools(tools)
+    bound = model.bind_tools(tools)
     sent = redact_messages(messages) if settings.redact else messages
     by_name = {t.name: t for t in tools}
     hint = f"Call only these tools, with arguments matching their schemas: {', '.join(by_name)}; or conclude in plain text citing evidence ids."
-    return _attempts(
+    return bounded_attempts(
         node,
         settings,
         spent=tokens_spent(state),
@@ -188,7 +219,8 @@ def ask_structured(
 ) -> ModelOutcome:
     """One structured answer validated by `schema` (and `check`, which raises ModelOutputError).
 
-    The value is None when even the offline analyst has no valid answer (e.g. no suspect at all).
+    Both models answer through `with_structured_output(schema, include_raw=True)`. The value is
+    None when even the offline analyst has no valid answer (e.g. no suspect at all).
     `spent_in_node`: tokens this node already spent on earlier calls (not yet in the state).
     """
     messages = [SystemMessage(system), HumanMessage(with_context(task, context))]
@@ -199,35 +231,39 @@ def ask_structured(
         except ValidationError:
             return None
 
-    if not settings.uses_llm:
+    model = answering_model(node, settings, state)
+    if model is None:
         return ModelOutcome(offline())
-    model = chat_model(settings)
     name = schema.__name__
-    if settings.structured_output == "json_mode":
+    method = settings.structured_output
+    if method == "json_mode":
+        # JSON mode carries no schema on the wire: the prompt does.
         spec = json.dumps(schema.model_json_schema())
         asked = [SystemMessage(f"{system}\n\nReply with one JSON object (no prose) matching this JSON schema:\n{spec}"), messages[1]]
-        bound = model.bind(response_format={"type": "json_object"})
+        structured = model.with_structured_output(schema, method="json_mode", include_raw=True)
         hint = "Reply with one JSON object that matches the schema, and nothing else."
     else:
         asked = messages
-        bound = model.bind_tools([schema], tool_choice=name)
+        # A forced call of the schema, and nothing else on the wire (parallel_tool_calls unset, as before).
+        structured = model.with_structured_output(schema, method="function_calling", include_raw=True, parallel_tool_calls=None)
         hint = f"Call the tool {name} exactly once, with arguments that satisfy its schema."
     sent = redact_messages(asked) if settings.redact else asked
 
-    def parse(reply: AIMessage) -> BaseModel:
-        value = parse_structured(reply, schema, settings.structured_output)
+    def parse(answer: Mapping[str, Any]) -> BaseModel:
+        value = parse_structured(answer, schema, method)
         if check is not None:
             check(value)
         return value
 
-    return _attempts(
+    return bounded_attempts(
         node,
         settings,
         spent=tokens_spent(state) + spent_in_node,
-        request=lambda feedback: bound.invoke(sent + feedback, config),
+        request=lambda feedback: structured.invoke(sent + feedback, config),
         parse=parse,
         hint=hint,
         offline=offline,
+        reply_of=itemgetter("raw"),
     )
 
 
@@ -259,7 +295,15 @@ def checked_tool_calls(reply: AIMessage, tools: dict[str, BaseTool], has_results
     return reply
 
 
-def parse_structured(reply: AIMessage, schema: type[BaseModel], method: str) -> BaseModel:
+def parse_structured(answer: Mapping[str, Any], schema: type[BaseModel], method: str) -> BaseModel:
+    """The value of a `with_structured_output(schema, include_raw=True)` answer
+    ({"raw", "parsed", "parsing_error"}), or a ModelOutputError that tells the model what to fix.
+
+    langchain's value stands once the reply passed the strict checks: JSON mode's reply must be
+    whole JSON (langchain's parser completes a truncated one), and a server that ignored the
+    forced tool choice may answer in the content instead.
+    """
+    reply: AIMessage = answer["raw"]
     _refuse_refusals(reply)
     name = schema.__name__
     if method == "json_mode":
@@ -275,6 +319,9 @@ def parse_structured(reply: AIMessage, schema: type[BaseModel], method: str) -> 
             payload = json_from_text(reply.text)  # servers that ignore tool_choice answer in the content
         else:
             raise ModelOutputError(f"no {name} tool call in the reply")
+    parsed = answer.get("parsed")
+    if isinstance(parsed, schema):
+        return parsed
     try:
         return schema.model_validate(payload)
     except ValidationError as exc:
@@ -282,12 +329,10 @@ def parse_structured(reply: AIMessage, schema: type[BaseModel], method: str) -> 
 
 
 def json_from_text(text: str) -> Any:
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.split("\n", 1)[1] if "\n" in body else ""
-        body = body.rsplit("```", 1)[0]
+    """The JSON in a reply's text, bare or in a Markdown fence (langchain's `parse_json_markdown`),
+    parsed strictly: a truncated reply is an error, never completed."""
     try:
-        return json.loads(body)
+        return parse_json_markdown(text, parser=json.loads)
     except json.JSONDecodeError as exc:
         raise ModelOutputError(f"the reply is not valid JSON ({exc.msg} at char {exc.pos})") from exc
 
@@ -324,24 +369,24 @@ def usage_of(reply: AIMessage) -> ModelUsage:
     return ModelUsage(tokens_in=int(meta.get("input_tokens", 0)), tokens_out=int(meta.get("output_tokens", 0)), calls=1)
 
 
-def _request_failure(exc: Exception, settings: Configuration, attempt: int) -> tuple[str, float]:
-    """What went wrong with a request, and how long to wait before the next one."""
+def request_failure(exc: Exception, settings: Configuration) -> RequestFailed:
+    """What went wrong with a request, and how the next try should wait."""
     import openai
 
     if isinstance(exc, openai.APITimeoutError):
-        return f"timed out after {settings.llm_timeout_s:g} s", 0.0
+        return RequestFailed(f"timed out after {settings.llm_timeout_s:g} s")
     if isinstance(exc, openai.RateLimitError):
         try:
             wait = float(exc.response.headers.get("retry-after", ERROR_BACKOFF_S))
         except ValueError:
             wait = ERROR_BACKOFF_S
-        return f"rate limited (HTTP 429): {_server_message(exc)}", min(max(wait, 0.0), MAX_RETRY_WAIT_S)
+        return RequestFailed(f"rate limited (HTTP 429): {_server_message(exc)}", retry_after=min(max(wait, 0.0), MAX_RETRY_WAIT_S))
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {_server_message(exc)}", ERROR_BACKOFF_S * attempt if exc.status_code >= 500 else 0.0
+        return RequestFailed(f"HTTP {exc.status_code}: {_server_message(exc)}", backoff=exc.status_code >= 500)
     if isinstance(exc, openai.APIConnectionError):
-        return f"connection failed: {exc}", ERROR_BACKOFF_S * attempt
+        return RequestFailed(f"connection failed: {exc}", backoff=True)
     # Anything else raised while reading the reply (a body that is not a chat completion, ...).
-    return f"unusable response: {type(exc).__name__}: {exc}", 0.0
+    return RequestFailed(f"unusable response: {type(exc).__name__}: {exc}")
 
 
 def _server_message(exc) -> str:
@@ -350,40 +395,83 @@ def _server_message(exc) -> str:
     return str(body.get("message") or exc.message)
 
 
-def _attempts(
+_BACKOFF = wait_incrementing(start=ERROR_BACKOFF_S, increment=ERROR_BACKOFF_S)  # 0.5 s, 1 s, 1.5 s, ...
+
+
+def wait_before_retry(retry_state: RetryCallState) -> float:
+    """Seconds before the next try: the server's Retry-After (capped), a linear back-off after
+    a 5xx or a connection error, none after a timeout, another 4xx or a rejected reply."""
+    failure = retry_state.outcome.exception() if retry_state.outcome else None
+    if isinstance(failure, RequestFailed):
+        if failure.retry_after is not None:
+            return failure.retry_after
+        if failure.backoff:
+            return _BACKOFF(retry_state)
+    return 0.0
+
+
+def bounded_attempts(
     node: str,
     settings: Configuration,
     *,
     spent: int,
-    request: Callable[[list[BaseMessage]], AIMessage],
-    parse: Callable[[AIMessage], T],
+    request: Callable[[list[BaseMessage]], Any],
+    parse: Callable[[Any], T],
     hint: str,
     offline: Callable[[], T],
+    reply_of: Callable[[Any], AIMessage] = lambda reply: reply,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ModelOutcome:
+    """At most `llm_retries + 1` tries of `request` (given the feedback so far) and `parse`,
+    within the token budget; the offline analyst's answer when they all fail.
+
+    `reply_of` finds the AIMessage in what `request` returns (its usage, the record of a
+    rejected reply). Every failed try is recorded; a rejected reply and the reason go back to
+    the model (only the latest, so the context stays small).
+    """
     usage, rejected = ModelUsage(), []
     feedback: list[BaseMessage] = []
-    reason = ""
-    for attempt in range(1, settings.llm_retries + 2):
-        if spent + usage.total >= settings.token_budget:
-            reason = f"token budget of {settings.token_budget} exhausted ({spent + usage.total} spent)"
-            break
+    tries = settings.llm_retries + 1
+
+    def budget_spent(_: RetryCallState | None = None) -> bool:
+        return spent + usage.total >= settings.token_budget
+
+    def attempt(number: int) -> T:
         try:
-            reply = request(feedback)
+            response = request(feedback)
         except Exception as exc:  # the model's side of the wire is untrusted: record, retry, fall back
-            reason, wait = _request_failure(exc, settings, attempt)
-            rejected.append(RejectedOutput(node=node, attempt=attempt, error=reason))
-            if attempt <= settings.llm_retries and wait:
-                time.sleep(wait)
-            continue
+            failure = request_failure(exc, settings)
+            rejected.append(RejectedOutput(node=node, attempt=number, error=failure.reason))
+            raise failure from exc
+        reply = reply_of(response)
         usage.add(usage_of(reply))
         try:
-            return ModelOutcome(parse(reply), usage, rejected)
+            return parse(response)
         except ModelOutputError as exc:
             raw = raw_reply(reply)
+            rejected.append(RejectedOutput(node=node, attempt=number, error=str(exc), raw=raw[:RAW_OUTPUT_CHARS]))
+            feedback[:] = [AIMessage(raw[:FEEDBACK_CHARS]), HumanMessage(f"Your previous reply was rejected: {exc}. {hint}")]
+            raise
+
+    reason = ""
+    if not budget_spent():
+        retrying = Retrying(
+            stop=stop_after_attempt(tries) | budget_spent,
+            wait=wait_before_retry,
+            retry=retry_if_exception_type((RequestFailed, ModelOutputError)),
+            sleep=sleep,
+            reraise=True,
+        )
+        try:
+            for try_ in retrying:
+                with try_:
+                    value = attempt(try_.retry_state.attempt_number)
+            return ModelOutcome(value, usage, rejected, by_model=True)
+        except RequestFailed as failure:
+            reason = failure.reason
+        except ModelOutputError as exc:
             reason = f"invalid reply: {exc}"
-            rejected.append(RejectedOutput(node=node, attempt=attempt, error=str(exc), raw=raw[:RAW_OUTPUT_CHARS]))
-            # Only the latest rejected reply and its error go back: the context stays small.
-            feedback = [AIMessage(raw[:FEEDBACK_CHARS]), HumanMessage(f"Your previous reply was rejected: {exc}. {hint}")]
-    attempts = len(rejected)
-    fallback = ModelFallback(node=node, reason=reason or "no attempt was allowed", attempts=attempts)
+    if budget_spent() and len(rejected) < tries:
+        reason = f"token budget of {settings.token_budget} exhausted ({spent + usage.total} spent)"
+    fallback = ModelFallback(node=node, reason=reason, attempts=len(rejected))
     return ModelOutcome(offline(), usage, rejected, fallback)

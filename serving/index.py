@@ -1,9 +1,10 @@
 """The incident index: which incidents exist, and one-time claims on them.
 
 The checkpointer knows each thread's state but not which threads are incidents started over
-HTTP, nor who has already answered an approval. Two small tables, kept in the same store as
+HTTP, nor who has already answered an approval. Small tables, kept in the same store as
 the checkpoints (the SQLite file or PostgreSQL), hold that, so every server worker sees the
-same incidents and a decision is taken exactly once even when two arrive at two workers.
+same incidents and a decision is taken exactly once even when two arrive at two workers; the
+decision is stored with its claim, so a worker that dies before applying it leaves it to recover.
 """
 
 import json
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from graph.checkpointing import CLAIMS_DDL
+from graph.checkpointing import CLAIMED_DECISION_QUERY, CLAIMS_DDL, DECISIONS_DDL, ClaimedDecision
 from tools.times import utc_now_iso
 
 
@@ -28,14 +29,19 @@ class IncidentIndex(Protocol):
     async def add(self, thread_id: str, source: dict[str, Any]) -> IncidentRecord: ...
     async def get(self, thread_id: str) -> IncidentRecord | None: ...
     async def all(self) -> list[IncidentRecord]: ...
-    async def claim(self, key: str, owner: str) -> bool:
-        """True for the first caller with `key`, False for every later one (any worker)."""
+    async def claim(self, key: str, owner: str, decision: dict[str, Any] | None = None) -> bool:
+        """True for the first caller with `key`, False for every later one (any worker);
+        `decision` is stored with the claim, in its transaction."""
+        ...
+    async def claimed_decision(self, key: str) -> ClaimedDecision | None:
+        """The decision stored with the claim `key`, if one was."""
         ...
 
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS incidents (thread_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, source TEXT NOT NULL)",
     CLAIMS_DDL,
+    DECISIONS_DDL,
 )
 
 
@@ -65,16 +71,23 @@ class SqliteIndex:
         async with self.conn.execute("SELECT thread_id, created_at, source FROM incidents ORDER BY created_at DESC") as cur:
             return [_record(row) for row in await cur.fetchall()]
 
-    async def claim(self, key: str, owner: str) -> bool:
+    async def claim(self, key: str, owner: str, decision: dict[str, Any] | None = None) -> bool:
         import sqlite3
 
         try:
             await self.conn.execute("INSERT INTO incident_claims VALUES (?, ?, ?)", (key, owner, utc_now_iso(precise=True)))
+            if decision is not None:
+                await self.conn.execute("INSERT INTO incident_decisions VALUES (?, ?)", (key, json.dumps(decision, sort_keys=True)))
             await self.conn.commit()
             return True
         except sqlite3.IntegrityError:
             await self.conn.rollback()  # or the failed INSERT's transaction keeps the file locked
             return False
+
+    async def claimed_decision(self, key: str) -> ClaimedDecision | None:
+        async with self.conn.execute(CLAIMED_DECISION_QUERY.format("?"), (key,)) as cur:
+            row = await cur.fetchone()
+        return ClaimedDecision.from_row(*row) if row else None
 
 
 class PostgresIndex:
@@ -100,12 +113,22 @@ class PostgresIndex:
             cur = await conn.execute("SELECT thread_id, created_at, source FROM incidents ORDER BY created_at DESC")
             return [_record(row) for row in await cur.fetchall()]
 
-    async def claim(self, key: str, owner: str) -> bool:
-        async with self.pool.connection() as conn:
+    async def claim(self, key: str, owner: str, decision: dict[str, Any] | None = None) -> bool:
+        async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO incident_claims VALUES (%s, %s, %s) ON CONFLICT (claim) DO NOTHING", (key, owner, utc_now_iso(precise=True))
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if decision is not None:
+                await conn.execute("INSERT INTO incident_decisions VALUES (%s, %s)", (key, json.dumps(decision, sort_keys=True)))
+            return True
+
+    async def claimed_decision(self, key: str) -> ClaimedDecision | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(CLAIMED_DECISION_QUERY.format("%s"), (key,))
+            row = await cur.fetchone()
+        return ClaimedDecision.from_row(row["decision"], row["owner"], row["claimed_at"]) if row else None
 
 
 @asynccontextmanager

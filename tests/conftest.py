@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evals.generator import generate, write_scenario
-from serving.process import LLM_ENV, REPO, ServerProcess, free_port, wait_http  # noqa: F401 (fixtures' helpers)
+from tests.processes import LLM_ENV, ServerProcess, free_port
 
 # Tests that drive real processes and servers (the CLI, uvicorn, PostgreSQL, Prometheus,
 # Chromium, `langgraph dev`, the OpenAI-protocol stand-in): `make unit` leaves them out. A test
@@ -52,15 +51,6 @@ def state_dir(tmp_path, monkeypatch):
     for var in LLM_ENV:
         monkeypatch.delenv(var, raising=False)
     return path
-
-
-def run_cli(*args: str, env_home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The real `incident-graph` command in its own process."""
-    env = {k: v for k, v in os.environ.items() if k not in LLM_ENV}
-    env["INCIDENT_GRAPH_HOME"] = str(env_home)
-    return subprocess.run(
-        [sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-    )
 
 
 @pytest.fixture

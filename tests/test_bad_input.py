@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from conftest import REPO, run_cli
 
+from tests.processes import REPO, run_cli
 from tools.detection import detect_window
 from tools.loader import InputError, load_sources
 from tools.logscan import log_pattern_scan

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import duckdb
-from conftest import REPO
+
+from tests.processes import REPO
 
 
 def test_runner_at_the_smallest_size_writes_tables_and_plot(tmp_path):

@@ -4,9 +4,8 @@ import json
 import shutil
 import sqlite3
 
-from conftest import run_cli
-
 from graph.state import Postmortem
+from tests.processes import run_cli
 
 REQUIRED = {"schema_version", "incident_detected", "incident_window", "root_cause", "hypotheses", "mitigations", "approval", "timeline", "evidence"}
 

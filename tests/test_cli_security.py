@@ -22,15 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import LLM_ENV, REPO, run_cli
 from fake_openai_server import FakeOpenAIServer, Reply
-from langgraph.checkpoint.sqlite import SqliteSaver
 
 from cli import plan_line
-from graph.checkpointing import claim_in_sqlite, decision_claim_key, serializer
-from graph.graph import build_graph
+from graph.checkpointing import claim_in_sqlite, decision_claim_key
 from graph.plans import labelled
 from graph.state import Mitigation
+from tests.processes import LLM_ENV, REPO, run_cli, waiting_request_id
 
 FAULT, SEED = "tls_cert_expiry", 5
 REAL_USER = pwd.getpwuid(os.geteuid()).pw_name
@@ -232,16 +230,6 @@ def test_two_people_deciding_at_once_exactly_one_decision_is_taken(waiting_home,
     assert late.returncode == 2, late.stderr
     assert f"thread {thread} is already decided: {approval['action']} by {winner}" in late.stderr and "it has finished" in late.stderr
     assert (outs[winner] / "postmortem.json").read_bytes() == written
-
-
-def waiting_request_id(store: Path, thread: str) -> str:
-    """The id of the approval request the thread waits on, read from its checkpoint file."""
-    conn = sqlite3.connect(store)
-    try:
-        snapshot = build_graph(SqliteSaver(conn, serde=serializer())).get_state({"configurable": {"thread_id": thread}})
-    finally:
-        conn.close()
-    return next(pending.id for task in snapshot.tasks for pending in task.interrupts)
 
 
 def test_a_decision_claimed_by_another_entry_point_is_refused(waiting_home, tmp_path):

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import LLM_ENV, REPO, run_cli
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from graph.graph import build_graph
 from graph.state import STATE_MODELS
+from tests.processes import LLM_ENV, REPO, run_cli
 
 FAULT, SEED = "db_latency_ramp", 12
 APPROVER = "alice"

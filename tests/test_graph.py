@@ -104,3 +104,17 @@ def test_window_without_any_log_signal_ends_unconfirmed_not_crashed(tmp_path, sc
     assert state["approval"].action == "not-needed"
     pm = json.loads((tmp_path / "o" / "postmortem.json").read_text())
     assert pm["root_cause"]["service"] is None and "unconfirmed" in pm["root_cause"]["summary"]
+
+
+def test_a_query_that_fails_is_not_asked_again_every_step(tmp_path, scenario_dir):
+    """Under load the ordering SQL can hit the time limit; the analyst concludes without it
+    instead of re-sending it until the step budget runs out."""
+    case = scenario_dir("conn_pool_exhaustion", 12)
+    app = build_graph(InMemorySaver())
+    _, state = start(app, case, "g-timeout", tmp_path / "s", tmp_path / "o", auto_approve=True, sql_timeout_s=0.001)
+    sql_answers = [m for m in state["messages"] if isinstance(m, ToolMessage) and m.name == "sql_investigate"]
+    assert len(sql_answers) == 1 and sql_answers[0].status == "error"
+    final = state["messages"][-1]
+    assert "Step budget" not in final.text and "Leading suspect" in final.text
+    truth = json.loads((case / "truth.json").read_text())
+    assert state["hypotheses"][0].service == truth["root_service"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import run_cli
 from fake_openai_server import FakeOpenAIServer, Reply
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -23,6 +22,7 @@ from graph.graph import build_graph
 from graph.prompts import read_context
 from graph.redaction import redact_text
 from graph.state import Postmortem
+from tests.processes import run_cli
 
 STRUCTURED = {"HypothesisSet": "hypothesize", "CriticReport": "critic", "MitigationPlan": "mitigate"}
 
@@ -184,8 +184,19 @@ def test_good_investigation_is_driven_by_the_model(tmp_path, state_dir, scenario
     lead = state["hypotheses"][0]
     assert lead.service == root and lead.source == "model+statistics"
     assert lead.support["model_confidence"] == 0.9 and 0 < lead.support["statistical_share"] <= 1
-    assert any(v.source == "model" for v in state["critic_transcript"])
+    # The model's verdicts stand next to the statistical challenges, never instead of them.
+    assert {"model", "statistics"} <= {v.source for v in state["critic_transcript"]}
     assert [m.title for m in state["mitigations"]] == [f"Roll back {root}"]
+    # Structured answers are one forced call of the schema, nothing else on the wire.
+    for body in (b for b in server.requests if phase_of(b) != "investigate"):
+        (schema,) = [t["function"]["name"] for t in body["tools"]]
+        assert body["tool_choice"] == {"type": "function", "function": {"name": schema}}
+        assert "parallel_tool_calls" not in body and "response_format" not in body
+    # The investigation subgraph hands back what it inherited: nothing is recorded twice.
+    for key in ("evidence", "node_runs"):
+        ids = [item.id for item in state[key]]
+        assert len(ids) == len(set(ids)), key
+    assert [e["id"] for e in pm["evidence"]] == [e.id for e in state["evidence"]]
     # Accounting: every call's tokens, exactly as the server reported them.
     llm = pm["metadata"]["llm"]
     assert llm["model_calls"] == len(server.requests)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.process import ServerProcess
+from tests.processes import ServerProcess
 
 KEY = "s3cret-test-key"
 
@@ -101,7 +101,9 @@ def test_concurrent_decisions_resume_exactly_once(live_server, scenario_dir):
     async def race() -> list[int]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             tid = (await client.post("/incidents", files=upload(scenario_dir("tls_cert_expiry", 14)))).json()["thread_id"]
+            deadline = time.monotonic() + 90
             while (await client.get(f"/incidents/{tid}")).json()["status"] != "waiting_for_approval":
+                assert time.monotonic() < deadline, f"{tid} never reached the approval"
                 await asyncio.sleep(0.2)
             answers = await asyncio.gather(
                 *[client.post(f"/incidents/{tid}/decision", json={"action": "approve", "by": f"user{i}"}) for i in range(6)]
@@ -273,7 +275,9 @@ def test_server_killed_mid_run_resumes_the_incident_on_restart(live_server, scen
     doomed = live_server(home=home, INCIDENT_GRAPH_RECOVER_AFTER_S="0")
     with httpx.Client(base_url=doomed.url, timeout=30) as client:
         tid = client.post("/incidents", files=upload(case)).json()["thread_id"]
+        deadline = time.monotonic() + 90
         while not client.get(f"/incidents/{tid}").json().get("node_runs"):
+            assert time.monotonic() < deadline, f"{tid} checkpointed no node"
             time.sleep(0.02)  # kill once the first node is checkpointed, before the run finishes
         killed_in = client.get(f"/incidents/{tid}").json()
     doomed.kill()

@@ -17,8 +17,8 @@ import httpx
 import psutil
 import pytest
 
-from serving.process import ServerProcess
 from serving.security import UNAUTHENTICATED
+from tests.processes import ServerProcess
 from tests.test_server import truth, upload, wait_status
 
 ALICE, BOB = "alice-key-0123", "bob-key-4567"
@@ -332,7 +332,8 @@ def test_the_run_config_follows_the_operators_max_steps(monkeypatch, tmp_path):
     """Both the incident API and LangServe build their runs with `Investigations.config`."""
     from graph.checkpointing import DeferredSaver
     from graph.configuration import Configuration
-    from server import Investigations, ServerSettings
+    from server import Investigations
+    from serving.settings import ServerSettings
 
     monkeypatch.setenv("INCIDENT_GRAPH_MAX_STEPS", "40")
     config = Investigations(ServerSettings(state_dir=tmp_path), DeferredSaver()).config("incident-1")

@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.processes import run_cli
 from tools.loader import InputError, load_sources
 from tools.sources.logformats import json_path
 

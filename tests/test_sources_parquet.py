@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.processes import run_cli
 from tools.loader import InputError, load_sources
 from tools.sql_sandbox import SqlExecutionError, SqlRejected, connect_readonly, run_sql
 

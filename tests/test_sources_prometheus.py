@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.processes import run_cli
 from tools.loader import InputError, load_sources
 from tools.sources.prometheus import (
     MAX_POINTS,

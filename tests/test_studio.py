@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.process import LLM_ENV, REPO, free_port, wait_http
+from tests.processes import LLM_ENV, REPO, free_port, wait_http
 
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
 

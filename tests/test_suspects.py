@@ -1,11 +1,10 @@
-"""Suspect features from hand-written tool outputs, mechanism classification and playbooks."""
-
-import math
+"""Suspect features from hand-written tool outputs, mechanism classification and playbooks.
+(Scores, confidence and the critic's challenges over these features: tests/test_ranking.py.)"""
 
 import pytest
 
 from tools.mitigations import CATALOGUE, CONTAINMENT, classify_mechanism, playbooks_for
-from tools.suspects import Suspect, build_suspects, first_look_score, softmax
+from tools.suspects import Suspect, build_suspects
 
 
 def template(service, text, excess, mentions=(), lift=50.0, baseline=0.0, kind=None):
@@ -138,29 +137,6 @@ def test_as_dict_round_trips_the_fields(suspects):
     assert d["service"] == "payments"
     assert d["blamed_by"] == ["checkout"]
     assert d["change"]["minutes_before_window"] == 10.0
-
-
-def test_first_look_ranks_the_root_above_its_caller(suspects):
-    earliest = min(s.onset_minutes for s in suspects.values() if s.onset_minutes is not None)
-    biggest = max(s.excess_errors for s in suspects.values())
-    scores = {name: first_look_score(s, earliest, biggest) for name, s in suspects.items()}
-
-    # root: earliest (2.0) + largest excess (1.0) + change (1.0) + blamed by one caller (0.5)
-    assert scores["payments"] == pytest.approx(4.5, abs=1e-6)
-    assert scores["checkout"] < scores["payments"] - 2
-    assert first_look_score(Suspect(service="nobody"), None, 0.0) == 0.0
-
-
-def test_softmax():
-    p = softmax([4.5, 1.2, 0.0])
-    assert sum(p) == pytest.approx(1.0)
-    assert p[0] > p[1] > p[2] > 0
-    assert softmax([]) == []
-    assert softmax([3.0, 3.0]) == pytest.approx([0.5, 0.5])
-    assert softmax([1000.0, 0.0]) == pytest.approx([1.0, 0.0])  # no overflow
-    sharp, flat = softmax([2.0, 1.0], temperature=0.1), softmax([2.0, 1.0], temperature=10.0)
-    assert sharp[0] > 0.99 and flat[0] < 0.6
-    assert all(math.isfinite(x) for x in softmax([-1e6, 1e6]))
 
 
 # --- mitigations --------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 import duckdb
 import pandas as pd
 
+from tools.contract import one_row
+
 CHANGES_SQL = """
     SELECT ts, service, kind, description
     FROM events
@@ -21,7 +23,7 @@ def recent_changes(
     """Changes from `lookback_minutes` before the window to its end, nearest-before first."""
     params = {"from": start - pd.Timedelta(minutes=lookback_minutes), "until": end}
     rows = con.execute(CHANGES_SQL, params).df()
-    total = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    total = one_row(con.execute("SELECT count(*) FROM events"))[0]
     changes = []
     for row in rows.itertuples(index=False):
         lead = (start - pd.Timestamp(row.ts)).total_seconds() / 60.0

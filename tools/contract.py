@@ -5,6 +5,8 @@ import this module, never each other's internals."""
 import re
 from pathlib import Path
 
+import duckdb
+
 LOG_REQUIRED = ("ts", "service", "level", "message")
 LOG_OPTIONAL = ("error_kind", "endpoint", "latency_ms", "region", "trace_id")
 EVENT_REQUIRED = ("ts", "service", "kind", "description")
@@ -43,3 +45,11 @@ def duckdb_message(exc: BaseException) -> str:
     text = str(exc).strip()
     text = re.split(r"\n\s*LINE \d+:", text)[0].strip()
     return text if len(text) <= 600 else text[:597] + "..."
+
+
+def one_row(result: duckdb.DuckDBPyConnection) -> tuple:
+    """The row of a query that always returns exactly one (an aggregate, a setting)."""
+    row = result.fetchone()
+    if row is None:
+        raise RuntimeError("an aggregate query returned no row")
+    return row

@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal, overload
 
 import duckdb
 
@@ -45,6 +46,7 @@ from tools.contract import (
     LOG_REQUIRED,
     InputError,
     duckdb_message,
+    one_row,
     sql_ident,
     sql_literal,
 )
@@ -285,9 +287,16 @@ def _detect_format(path: Path, label: str) -> tuple[str, str, str]:
                      + ", ".join(ACCEPTED_EXTENSIONS))
 
 
+@overload
+def _precheck(file: str | Path, allow_empty: Literal[False] = False, log_format: str = "auto",
+              fields: dict[str, str] | None = None) -> _Source: ...
+@overload
+def _precheck(file: str | Path, allow_empty: Literal[True], log_format: str = "auto",
+              fields: dict[str, str] | None = None) -> _Source | None: ...
 def _precheck(file: str | Path, allow_empty: bool = False, log_format: str = "auto",
               fields: dict[str, str] | None = None) -> _Source | None:
-    """Cheap checks (exists, not empty, known extension) before anything is loaded."""
+    """Cheap checks (exists, not empty, known extension) before anything is loaded; None only
+    for an empty file that `allow_empty` accepts."""
 
     label = str(file)
     if datasets.is_dataset(file) or log_format == "parquet" and Path(file).is_dir():
@@ -350,7 +359,7 @@ def _describe(con: duckdb.DuckDBPyConnection, src: _Source, allow_no_rows: bool)
         raise InputError(src.label, _read_error(src, exc, f"cannot read as {src.fmt}")) from exc
     if src.fmt == "json" and len(rows) == 1 and rows[0][0] == "json" and rows[0][1] == "JSON":
         # DuckDB's answer for a file without JSON objects (e.g. only blank lines).
-        n = con.execute(f"SELECT count(*) FROM {src.describe_sql()}").fetchone()[0]
+        n = one_row(con.execute(f"SELECT count(*) FROM {src.describe_sql()}"))[0]
         if n == 0:
             if allow_no_rows:
                 return False
@@ -667,16 +676,12 @@ def load_sources(db_path: str | Path, metrics_path: str | Path, logs_path: str |
         event_rows = _load_events(con, events_src)
 
         if logs_src.files is not None:
-            from tools.sources.datasets import (
-                SOURCE_FILES_TABLE,  # tools.sources imports us
-            )
-            con.execute(f"CREATE TABLE {SOURCE_FILES_TABLE}(path VARCHAR)")
-            con.executemany(f"INSERT INTO {SOURCE_FILES_TABLE} VALUES (?)",
+            con.execute(f"CREATE TABLE {datasets.SOURCE_FILES_TABLE}(path VARCHAR)")
+            con.executemany(f"INSERT INTO {datasets.SOURCE_FILES_TABLE} VALUES (?)",
                             [[str(f)] for f in logs_src.files])
         time_offsets = _time_offsets(con, {"metrics": metrics_src, "logs": logs_src,
                                            "events": events_src})
-        metrics_rows, start, end = con.execute(
-            "SELECT count(*), min(ts), max(ts) FROM metrics").fetchone()
+        metrics_rows, start, end = one_row(con.execute("SELECT count(*), min(ts), max(ts) FROM metrics"))
         con.execute("CHECKPOINT")
         ok = True
     except InputError:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from tools.contract import one_row
 from tools.templates import mask_sql, mine_templates
 
 PROBLEM_LEVELS = ("WARN", "ERROR")
@@ -45,7 +46,7 @@ def poisson_sf(k, mu):
 
 def window_bounds(con: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp) -> dict:
     """Minutes inside and outside the window over the span the logs cover."""
-    first, last = con.execute("SELECT min(ts), max(ts) FROM logs").fetchone()
+    first, last = one_row(con.execute("SELECT min(ts), max(ts) FROM logs"))
     if first is None:
         return {"window_minutes": 0.0, "baseline_minutes": 0.0}
     span = (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds() / 60.0 + 1.0
@@ -57,10 +58,10 @@ def window_bounds(con: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.T
 def has_message_key(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether `logs` is a table with the loader's per-line ``message_key``: a view over a
     Parquet dataset has no rowid, and a database from an older loader has no key."""
-    return bool(con.execute(
+    return bool(one_row(con.execute(
         "SELECT count(*) FROM information_schema.columns JOIN information_schema.tables "
         "USING (table_catalog, table_schema, table_name) WHERE table_name = 'logs' "
-        "AND table_type = 'BASE TABLE' AND column_name = 'message_key'").fetchone()[0])
+        "AND table_type = 'BASE TABLE' AND column_name = 'message_key'"))[0])
 
 
 def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS, keyed: bool = False) -> str:

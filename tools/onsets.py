@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from tools.contract import one_row
 from tools.logscan import PROBLEM_LEVELS, poisson_sf
 
 
@@ -78,7 +79,7 @@ def service_error_onsets(
 ) -> dict:
     """Rank services by when their problem lines became significantly more frequent."""
     scan_from = start - pd.Timedelta(minutes=lookback_minutes)
-    first, last = con.execute("SELECT min(ts), max(ts) FROM logs").fetchone()
+    first, last = one_row(con.execute("SELECT min(ts), max(ts) FROM logs"))
     if first is None:
         return {"onsets": [], "quiet": [], "sql": onset_sql()}
     span = (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds() / 60.0 + 1.0

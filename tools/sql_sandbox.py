@@ -73,6 +73,8 @@ from typing import Any
 
 import duckdb
 
+from tools.contract import one_row
+
 __all__ = [
     "SANDBOX_MAX_MEMORY",
     "SANDBOX_MAX_TEMP_SIZE",
@@ -190,8 +192,8 @@ def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
     of the database instance, so they hold for every connection to the file."""
     from tools.sources.datasets import SOURCE_FILES_TABLE
 
-    listed = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-                         "AND table_name = ?", [SOURCE_FILES_TABLE]).fetchone()[0]
+    listed = one_row(con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+                                 "AND table_name = ?", [SOURCE_FILES_TABLE]))[0]
     if listed:
         files = [row[0] for row in con.execute(f"SELECT path FROM {SOURCE_FILES_TABLE}").fetchall()]
         con.execute("SET allowed_paths = ?", [files])
@@ -212,7 +214,7 @@ def connect_readonly(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     with _LOCK_DOWN:
         con = duckdb.connect(path, read_only=True, config=_config(path))
         try:
-            if not con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
+            if not one_row(con.execute("SELECT current_setting('lock_configuration')"))[0]:
                 _lock_down(con)
         except BaseException:
             con.close()
@@ -307,7 +309,7 @@ def _checked_select(parser: duckdb.DuckDBPyConnection, sql: str) -> Any:
 def _check_tree(parser: duckdb.DuckDBPyConnection, sql: str) -> None:
     """SqlRejected unless every node of sql's parse tree is allowed in a read-only SELECT: a
     statement typed SELECT may still hold a COPY or DELETE in a CTE, or run SQL text."""
-    serialized = parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+    serialized = one_row(parser.execute("SELECT json_serialize_sql(?)", [sql]))[0]
     try:
         tree = json.loads(serialized)
     except RecursionError:
@@ -396,6 +398,7 @@ def _ask_query_process(request: dict[str, Any], timeout_s: float) -> dict[str, A
     argument = json.dumps({**request, "parent_pid": os.getpid()})
     child = subprocess.Popen([sys.executable, "-m", __name__, argument], stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert child.stdout is not None  # stdout=PIPE
     try:
         ready, _, _ = select.select([child.stdout], [], [], STARTUP_TIMEOUT_S)
         # os.read, not child.stdout.read: a buffered read could swallow the answer's first bytes

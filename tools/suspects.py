@@ -1,10 +1,9 @@
 """Suspect services and their features, derived from the scan, onset and change results.
 
-Pure functions over the tools' outputs: no model, no I/O. The offline analyst ranks with
-these features and the critic (offline or LLM) is checked against them.
+Pure functions over the tools' outputs: no model, no I/O. `tools.ranking` scores and ranks
+suspects by these features, and the critic (offline or LLM) is checked against them.
 """
 
-import math
 from dataclasses import asdict, dataclass, field
 
 from tools.mitigations import classify_mechanism
@@ -70,26 +69,3 @@ def build_suspects(scan: dict, onsets: dict, changes: dict) -> dict[str, Suspect
         s.blamed_by.sort()
         s.mechanism = classify_mechanism(" ".join(filter(None, [s.signature, s.error_kind])), s.change)
     return suspects
-
-
-def first_look_score(s: Suspect, earliest_onset: float | None, max_excess: float) -> float:
-    """The analyst's first ranking: who failed first, how much, and whether a change preceded it."""
-    score = 0.0
-    if s.onset_minutes is not None and earliest_onset is not None:
-        score += 2.0 * math.exp(-max(s.onset_minutes - earliest_onset, 0.0) / 5.0)
-    if max_excess > 0:
-        score += math.log1p(max(s.excess_errors, 0.0)) / math.log1p(max_excess)
-    if s.change is not None:
-        score += 1.0
-    if s.blamed_by:
-        score += 0.5 * min(len(s.blamed_by), 2)
-    return score
-
-
-def softmax(scores: list[float], temperature: float = 1.0) -> list[float]:
-    if not scores:
-        return []
-    top = max(scores)
-    weights = [math.exp((x - top) / temperature) for x in scores]
-    total = sum(weights)
-    return [w / total for w in weights]

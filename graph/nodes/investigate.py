@@ -5,7 +5,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from graph.configuration import OFFLINE_MODEL, Configuration
+from graph.configuration import Configuration
 from graph.models import model_settings, tool_step
 from graph.prompts import INVESTIGATOR_SYSTEM, with_context
 from graph.state import IncidentState
@@ -44,10 +44,7 @@ def analyst(state: IncidentState, config: RunnableConfig) -> dict:
     steps = sum(1 for m in state["messages"] if isinstance(m, AIMessage))
     if steps >= settings.max_steps:
         return {"messages": [AIMessage(f"Step budget of {settings.max_steps} reached; concluding with the evidence gathered.")]}
-    if any(f.node == ANALYST_NODE for f in state.get("model_fallbacks", [])):
-        # The model already failed a step of this investigation: the offline analyst finishes it
-        # rather than paying the retries (and timeouts) again at every step.
-        settings = settings.model_copy(update={"model": OFFLINE_MODEL})
+    # Once the model failed a step of this investigation, `tool_step` lets the offline analyst finish it.
     outcome = tool_step(ANALYST_NODE, state["messages"], INVESTIGATION_TOOLS, settings, state, config)
     return {"messages": [outcome.value], **outcome.state_update()}
 

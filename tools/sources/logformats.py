@@ -38,6 +38,7 @@ from tools.contract import (
     LOG_REQUIRED,
     InputError,
     duckdb_message,
+    one_row,
     sql_ident,
     sql_literal,
 )
@@ -263,7 +264,7 @@ def flattened_logs_sql(con: duckdb.DuckDBPyConnection, label: str, path: Path, f
         raise InputError(label, f"cannot read as {fmt}: {duckdb_message(exc)}") from None
     base = f"SELECT * FROM {FLAT_TABLE}"
     counts = ", ".join(f"count({c})" for c in LOG_COLUMNS)
-    row = con.execute(f"SELECT count(*), {counts} FROM ({base})").fetchone()
+    row = one_row(con.execute(f"SELECT count(*), {counts} FROM ({base})"))
     total, have = row[0], dict(zip(LOG_COLUMNS, row[1:]))
     if total == 0:
         what = {"loki": "no log lines (data.result has no streams of resultType 'streams')",

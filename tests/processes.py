@@ -1,13 +1,19 @@
-"""`incident-graph serve` as a child process on a loopback port: for tests, benchmarks and scripts."""
+"""The product as real processes, for tests and benchmarks: `incident-graph serve` on a loopback
+port, the CLI, and a look into the checkpoint file they leave. Not part of the installed package."""
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from graph.checkpointing import serializer
+from graph.graph import build_graph
 
 REPO = Path(__file__).resolve().parent.parent
 LLM_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "INCIDENT_GRAPH_MODEL", "INCIDENT_GRAPH_STRUCTURED_OUTPUT", "INCIDENT_GRAPH_MAX_OUTPUT_TOKENS")
@@ -73,3 +79,22 @@ class ServerProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def run_cli(*args: str, env_home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real `incident-graph` command in its own process."""
+    env = {k: v for k, v in os.environ.items() if k not in LLM_ENV}
+    env["INCIDENT_GRAPH_HOME"] = str(env_home)
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
+
+
+def waiting_request_id(store: Path, thread: str) -> str:
+    """The id of the approval request the thread waits on, read from its checkpoint file."""
+    conn = sqlite3.connect(store)
+    try:
+        snapshot = build_graph(SqliteSaver(conn, serde=serializer())).get_state({"configurable": {"thread_id": thread}})
+    finally:
+        conn.close()
+    return next(pending.id for task in snapshot.tasks for pending in task.interrupts)
