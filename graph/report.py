@@ -23,6 +23,7 @@ from graph.state import (
     Statement,
     TimelineEvent,
 )
+from tools.detection import metrics_frame
 from tools.sql_sandbox import connect_readonly
 from tools.times import ISO_SECONDS, iso_utc, utc_now_iso
 
@@ -210,7 +211,7 @@ def render_timeline(db_path: str, pm: Postmortem, path: Path) -> None:
     from matplotlib.figure import Figure
 
     with connect_readonly(db_path) as con:
-        metrics = con.execute("SELECT * FROM metrics ORDER BY ts").df()
+        metrics = metrics_frame(con)
         changes = con.execute("SELECT ts, service, kind FROM events ORDER BY ts").df()
     columns = [c for c in metrics.columns if c != "ts"]
     fig = Figure(figsize=(12, 1.9 * len(columns) + 0.8))

@@ -12,6 +12,7 @@ is back within `edge_z` (hysteresis), and stretches shorter than `min_minutes` a
 from dataclasses import dataclass, field
 from typing import Literal
 
+import duckdb
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -126,6 +127,16 @@ def directional(z: np.ndarray, direction: Direction) -> np.ndarray:
     if direction == "down":
         return np.clip(-z, 0, None)
     return np.abs(z)
+
+
+METRICS_SQL = "SELECT * FROM metrics ORDER BY ts"
+
+
+def metrics_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every metric series in time order: what detection reads and the timeline chart shows.
+    Read from the database where needed rather than carried in the state, so no checkpoint
+    holds the series."""
+    return con.execute(METRICS_SQL).df()
 
 
 def detect_window(metrics: pd.DataFrame, settings: DetectorSettings = DetectorSettings()) -> WindowDetection:

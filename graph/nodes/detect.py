@@ -5,17 +5,15 @@ from langchain_core.runnables import RunnableConfig
 from graph.evidence import make_evidence, to_jsonable
 from graph.state import Detection, IncidentState, IncidentWindow
 from graph.timing import timed
-from tools.detection import DetectorSettings, detect_window
+from tools.detection import METRICS_SQL, DetectorSettings, detect_window, metrics_frame
 from tools.sql_sandbox import connect_readonly
 from tools.times import iso_utc
-
-METRICS_SQL = "SELECT * FROM metrics ORDER BY ts"
 
 
 @timed("detect")
 def detect(state: IncidentState, config: RunnableConfig) -> dict:
     with connect_readonly(state["db_path"]) as con:
-        metrics = con.execute(METRICS_SQL).df()
+        metrics = metrics_frame(con)
     settings = DetectorSettings()
     found = detect_window(metrics, settings)
     window = IncidentWindow(start=iso_utc(found.start), end=iso_utc(found.end)) if found.incident_detected else None
