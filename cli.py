@@ -369,8 +369,8 @@ def claim_decision(store: Path, thread_id: str, interrupt_id: str, decision: Dec
     """Exactly one decision per approval request, whichever process sends it: the claim lives in
     the checkpoint file, where the server's workers claim too. The decision is stored with it, so
     a plain `resume` can finish it if this process dies before the approve node is checkpointed."""
-    owner = f"{local_user()} (cli pid {os.getpid()})"
-    if not claim_in_sqlite(store, decision_claim_key(thread_id, interrupt_id), owner, decision_payload(decision)):
+    owner = f"{decision.authenticated_as} (cli pid {os.getpid()})"
+    if not claim_in_sqlite(store, decision_claim_key(thread_id, interrupt_id), owner, decision.resume_value()):
         raise AlreadyDecided(f"thread {thread_id} is already decided: another process (CLI or server) answered "
                              f"approval request {interrupt_id} first; nothing was written")
 
@@ -392,18 +392,13 @@ def second_decision(thread_id: str, approval: Approval, finished: bool) -> Alrea
     return AlreadyDecided(f"thread {thread_id} is already decided: {decision_summary(approval)}; {then}")
 
 
-def decision_payload(decision: Decision) -> dict:
-    """The approve node's resume value, as stored with the claim and sent to the graph."""
-    return decision.model_dump(mode="json", exclude_none=True)
-
-
 def resume_payload(decision: Decision | None, out_dir: str, recorded_out_dir: str | None) -> Command | None:
     """What the run resumes with: the decision, and --out as a state update when it differs from
     the thread's (the write node reads `out_dir` from the state)."""
     update = {"out_dir": out_dir} if out_dir != recorded_out_dir else None
     if decision is None and update is None:
         return None  # a crashed run carries on from its last checkpoint, unchanged
-    return Command(resume=decision_payload(decision) if decision else None, update=update)
+    return Command(resume=decision.resume_value() if decision else None, update=update)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import UploadFile
 
 from graph.checkpointing import CheckpointUnavailable, DeferredSaver, decision_claim_key, open_postgres_saver, open_sqlite_saver
-from graph.configuration import Configuration, InvalidThreadId, runnable_config, thread_path, validate_thread_id
+from graph.configuration import Configuration, InvalidThreadId, readable_errors, runnable_config, thread_path, validate_thread_id
 from graph.graph import build_graph
 from graph.state import Decision, DecisionRequest
 from serving.graph_routes import EchoThreadIds, add_graph_routes
@@ -318,15 +318,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         try:
             asked = DecisionRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
-            raise HTTPException(422, f"invalid decision ({problems}); expected {{'action': 'approve'|'reject'|'edit', ...}}") from None
+            raise HTTPException(422, f"invalid decision ({readable_errors(exc)}); expected {{'action': 'approve'|'reject'|'edit', ...}}") from None
         waiting = pending_interrupt(snapshot)
         if waiting is None:
             status, _ = status_of(snapshot)
             raise HTTPException(409, f"incident {thread_id} is not waiting for a decision (status: {status})")
         # `by` is the label the decider typed; `authenticated_as` is who the key says they are.
         decision = Decision(**dict(asked), authenticated_as=identity)
-        answer = decision.model_dump(mode="json", exclude_none=True)
+        answer = decision.resume_value()
         # Stored with the claim: if this worker dies before applying it, the recovery sweep does.
         if not await runs.index.claim(decision_claim_key(thread_id, waiting[0]), settings.worker, answer):
             raise HTTPException(409, f"incident {thread_id} has already been decided")

@@ -161,6 +161,10 @@ class Decision(DecisionRequest):
         default=None, description="Who decided, as the entry point authenticated them (server key name, local user)."
     )
 
+    def resume_value(self) -> dict:
+        """What the approve node resumes with, and what is stored with the decision's claim."""
+        return self.model_dump(mode="json", exclude_none=True)
+
 
 class Approval(BaseModel):
     action: Literal["approve", "reject", "edit", "auto-approve", "not-needed"]
