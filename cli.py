@@ -56,6 +56,7 @@ from tools.sources.prometheus import (
     resolve_range,
     write_metrics,
 )
+from tools.times import iso_utc
 
 PROMETHEUS_TOKEN_ENV = "INCIDENT_GRAPH_PROMETHEUS_TOKEN"
 PROMETHEUS_ONLY_FLAGS = ("query", "queries", "since", "until", "step", "prometheus_header")
@@ -179,7 +180,7 @@ def describe(node: str, update: dict | None) -> str:
         return f"{s['metrics_rows']} metric rows ({', '.join(s['metric_columns'])}), {s['log_rows']} log lines, {s['event_rows']} events"
     if node == "detect":
         d = update["detection"]
-        return f"incident {d.window.start} to {d.window.end}" if d.window else "no incident"
+        return f"incident {iso_utc(d.window.start)} to {iso_utc(d.window.end)}" if d.window else "no incident"
     if node == "tools":
         # ToolNode reports one update per tool call when the tools return Commands.
         parts = update if isinstance(update, list) else [update]
@@ -247,7 +248,7 @@ def finish(state: StateSnapshot, args: argparse.Namespace, thread_id: str) -> in
 def decision_summary(approval: Approval) -> str:
     """'approve by alice (local user root) at 2024-06-01T10:00:00Z'"""
     who = f" ({approval.authenticated_as})" if approval.authenticated_as else ""
-    return f"{approval.action} by {approval.by}{who} at {approval.at}"
+    return f"{approval.action} by {approval.by}{who} at {iso_utc(approval.at)}"
 
 
 def metrics_input(args: argparse.Namespace, settings: Configuration, thread_id: str) -> dict:

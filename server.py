@@ -411,6 +411,9 @@ def incident_links(thread_id: str) -> dict[str, str]:
     }
 
 
+WORKER_HEALTHCHECK_S = 30
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Several workers need a store they can share: PostgreSQL, or the SQLite file on one host."""
     import uvicorn
@@ -421,6 +424,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
         log.warning("NO API KEY: listening on %s:%d with neither INCIDENT_GRAPH_API_KEY nor INCIDENT_GRAPH_API_KEYS set; anyone "
                     "who reaches this address can read every incident and approve its mitigations", host, port)
     if workers > 1:
-        uvicorn.run("server:create_app", factory=True, host=host, port=port, workers=workers)
+        # uvicorn kills a worker that does not answer its supervisor's ping within 5 s by default,
+        # dropping the connections it holds; a worker busy with two investigations on a loaded
+        # host can miss that, and a late answer is no reason to kill one.
+        uvicorn.run("server:create_app", factory=True, host=host, port=port, workers=workers,
+                    timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
     else:
         uvicorn.run(create_app(settings), host=host, port=port)

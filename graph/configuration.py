@@ -57,7 +57,7 @@ class Configuration(BaseModel):
     sql_max_rows: int = Field(200, ge=1, le=10_000, description="Rows one model-written SQL query may return.")
     change_lookback_minutes: int = Field(120, ge=1, le=10_080, description="How far before the window change events are looked for.")
     onset_lookback_minutes: int = Field(60, ge=1, le=1_440, description="How far before the window error onsets are looked for.")
-    tool_result_chars: int = Field(6000, ge=200, le=200_000, description="Characters of one tool result the model sees.")
+    tool_result_tokens: int = Field(2000, ge=50, le=50_000, description="Tokens (cl100k_base) of one tool result the model sees.")
     approver: str = Field("on-call", min_length=1, max_length=200, description="Who an auto-approval is recorded as.")
     # Set by the server: inputs must lie under one of input_roots (os.pathsep-separated; relative
     # paths resolve against the first), and artifacts go to artifacts_dir/<thread> whatever out_dir

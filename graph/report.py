@@ -8,7 +8,6 @@ import json
 import os
 from pathlib import Path
 
-import pandas as pd
 from langchain_core.messages import AIMessage
 
 from graph.evidence import EVIDENCE_ID
@@ -25,7 +24,7 @@ from graph.state import (
 )
 from tools.detection import metrics_frame
 from tools.sql_sandbox import connect_readonly
-from tools.times import ISO_SECONDS, iso_utc, utc_now_iso
+from tools.times import ISO_SECONDS, iso_utc, naive_utc, utc_now_iso
 
 ARTIFACTS = ("postmortem.json", "postmortem.md", "timeline.png")
 
@@ -47,7 +46,7 @@ def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
         root = RootCause(service=None, kind=None, signature=None, confidence=0.0, summary="No incident detected in the supplied data.")
     window = detection.window
     title = (
-        f"Incident {window.start} to {window.end}: {root.service or 'unknown service'} ({root.kind or 'unknown kind'})"
+        f"Incident {iso_utc(window.start)} to {iso_utc(window.end)}: {root.service or 'unknown service'} ({root.kind or 'unknown kind'})"
         if window else "No incident detected"
     )
     return Postmortem(
@@ -136,7 +135,7 @@ def build_timeline(state: dict) -> list[TimelineEvent]:
 def render_markdown(pm: Postmortem) -> str:
     lines = [f"# {pm.title}", ""]
     if pm.incident_window:
-        lines += [f"- **Window (UTC):** {pm.incident_window.start} to {pm.incident_window.end} ({pm.incident_window.minutes:.0f} min)"]
+        lines += [f"- **Window (UTC):** {iso_utc(pm.incident_window.start)} to {iso_utc(pm.incident_window.end)} ({pm.incident_window.minutes:.0f} min)"]
     offsets = pm.metadata.data.time_offsets if pm.metadata.data else {}
     if offsets:  # the reader compares with local times they have seen in the logs
         written = "; ".join(f"{name} in {', '.join(values)}" for name, values in offsets.items())
@@ -181,7 +180,7 @@ def render_markdown(pm: Postmortem) -> str:
             lines += ["", f"Rollback: {m.rollback}", ""]
     if pm.approval:
         a = pm.approval
-        lines += ["## Approval", "", f"{a.action} by {a.by} at {a.at}" + (f": {a.note}" if a.note else ""), ""]
+        lines += ["## Approval", "", f"{a.action} by {a.by} at {iso_utc(a.at)}" + (f": {a.note}" if a.note else ""), ""]
     if pm.timeline:
         lines += ["## Timeline (UTC)", "", "| time | event | evidence |", "|---|---|---|"]
         lines += [f"| {e.ts.strftime(ISO_SECONDS)} | {e.event} | {e.evidence_id or ''} |" for e in pm.timeline]
@@ -222,7 +221,7 @@ def render_timeline(db_path: str, pm: Postmortem, path: Path) -> None:
         ax.set_ylabel(col, fontsize=9)
         ax.grid(alpha=0.3)
         if window:
-            ax.axvspan(pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None), color="#d62728", alpha=0.18)
+            ax.axvspan(naive_utc(window.start), naive_utc(window.end), color="#d62728", alpha=0.18)
         for ts in changes["ts"]:
             ax.axvline(ts, color="#2ca02c", lw=0.9, ls="--", alpha=0.8)
     top = axes[0, 0]

@@ -7,11 +7,13 @@ offline or LLM, is validated before it is trusted.
 
 import operator
 import uuid
+from datetime import UTC
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -21,9 +23,11 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from tools.times import parse_utc
+POSTMORTEM_SCHEMA_VERSION = "2.1"
 
-POSTMORTEM_SCHEMA_VERSION = "2.0"
+# An instant with its zone, held in UTC: ISO text with any offset is accepted, naive text is not
+# (it could be any zone); JSON shows it as `...Z`.
+UtcInstant = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
 
 
 class Evidence(BaseModel):
@@ -38,12 +42,12 @@ class Evidence(BaseModel):
 
 
 class IncidentWindow(BaseModel):
-    start: str
-    end: str
+    start: UtcInstant
+    end: UtcInstant
 
     @property
     def minutes(self) -> float:
-        return (parse_utc(self.end) - parse_utc(self.start)).total_seconds() / 60.0
+        return (self.end - self.start).total_seconds() / 60.0
 
 
 class Detection(BaseModel):
@@ -171,7 +175,7 @@ class Approval(BaseModel):
     note: LongText = ""
     by: ShortText = Field(description="The name the decider gave (a label).")
     authenticated_as: ShortText | None = Field(default=None, description="The identity the entry point authenticated, if any.")
-    at: str
+    at: UtcInstant
     approved: list[str] = Field(default_factory=list)
     rejected: list[str] = Field(default_factory=list)
 
@@ -237,7 +241,7 @@ class RankedHypothesis(Hypothesis):
 
 
 class TimelineEvent(BaseModel):
-    ts: AwareDatetime = Field(description="When, in UTC.")
+    ts: UtcInstant = Field(description="When, in UTC.")
     event: str
     evidence_id: str | None = Field(description="The evidence that shows it; None for the human decision.")
 
@@ -294,7 +298,7 @@ class InputsRecord(BaseModel):
 
 class PostmortemMetadata(BaseModel):
     thread_id: str
-    generated_at: AwareDatetime
+    generated_at: UtcInstant
     model: str
     inputs: InputsRecord
     data: LoadRecord | None = Field(description="None when the load itself failed.")

@@ -25,7 +25,7 @@ from tools.times import naive_utc
 
 
 def _respond(item: Evidence, tool_call_id: str, config: RunnableConfig) -> Command:
-    budget = Configuration.from_runnable_config(config).tool_result_chars
+    budget = Configuration.from_runnable_config(config).tool_result_tokens
     message = ToolMessage(model_view(item, budget), tool_call_id=tool_call_id, name=item.tool, artifact=item.id)
     return Command(update={"evidence": [item], "messages": [message]})
 

@@ -53,9 +53,19 @@ def state_dir(tmp_path, monkeypatch):
     return path
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.call_failed = report.failed
+    return report
+
+
 @pytest.fixture
-def live_server(tmp_path):
-    """Factory: start servers that share a state dir unless told otherwise; all stopped at the end."""
+def live_server(request, tmp_path):
+    """Factory: start servers that share a state dir unless told otherwise; all stopped at the end.
+    When the test failed, each server's log ends the test's output: what the server saw is the
+    only record of a failure that shows up on a loaded CI machine alone."""
     started: list[ServerProcess] = []
 
     def start(home: Path | None = None, port: int | None = None, workers: int = 1, **env: str) -> ServerProcess:
@@ -66,6 +76,8 @@ def live_server(tmp_path):
     yield start
     for server in started:
         server.stop()
+        if getattr(request.node, "call_failed", False) and server.log.exists():
+            print(f"\n--- {server.log} (last 6000 characters) ---\n{server.log.read_text(errors='replace')[-6000:]}")
 
 
 def _postgres_bin() -> Path | None:

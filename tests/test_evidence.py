@@ -4,6 +4,7 @@ import json
 
 from graph.evidence import EVIDENCE_ID, evidence_digest, evidence_id, make_evidence, model_view
 from graph.state import NodeRun, append_unique
+from graph.tokens import count_tokens
 
 
 def scan_item(templates: int = 40):
@@ -25,9 +26,9 @@ def test_model_view_within_budget_says_what_it_shortened():
     whole = json.loads(model_view(item, 100_000))
     assert len(whole["data"]["templates"]) == 40 and "shortened" not in whole["data"]
     assert "sql" not in whole["data"], "the SQL stays in the evidence's method, not in what the model reads"
-    text = model_view(item, 1_000)
+    text = model_view(item, 300)
     cut = json.loads(text)
-    assert len(text) <= 1_000
+    assert count_tokens(text) <= 300 < count_tokens(model_view(item, 100_000))
     assert cut["evidence_id"] == item.id and cut["summary"] == item.summary
     kept = cut["data"]["templates"]
     assert 1 <= len(kept) < 40 and kept == whole["data"]["templates"][: len(kept)], "the ranked head is kept"
@@ -36,7 +37,7 @@ def test_model_view_within_budget_says_what_it_shortened():
 
 def test_model_view_of_an_item_that_cannot_fit_keeps_id_and_summary():
     item = make_evidence("sql_investigate", {"query": "q"}, method="q", summary="one big cell", data={"cell": "x" * 5000})
-    view = json.loads(model_view(item, 300))
+    view = json.loads(model_view(item, 100))
     assert view["evidence_id"] == item.id and view["summary"] == "one big cell" and "data_omitted" in view
 
 
@@ -61,3 +62,10 @@ def test_model_view_of_hostile_log_text_cannot_close_a_data_fence():
     text = model_view(item, 10_000)
     assert "CONTEXT_JSON>" not in text and "<" not in text
     assert json.loads(text)["data"]["templates"][0]["example"] == hostile, "escaped, not altered"
+
+
+def test_tokens_are_counted_offline_with_the_real_vocabulary():
+    # cl100k_base's known encodings: "hello world" is 2 tokens, a run of 1000 "x" far fewer than 1000.
+    assert count_tokens("hello world") == 2
+    assert 100 < count_tokens("x" * 1000) < 1000
+    assert count_tokens("<|endoftext|>") > 1, "a special token in log text is counted as text, not refused"

@@ -613,7 +613,7 @@ def test_a_real_small_model_completes_the_run_and_keeps_what_it_got_wrong(tmp_pa
         "configurable": {
             "thread_id": "smol", "state_dir": str(tmp_path / "s"), "auto_approve": True, "model": "smollm2",
             "base_url": smollm2_server, "llm_timeout_s": 60, "llm_retries": 1, "max_steps": 2, "critic_rounds": 1,
-            "tool_result_chars": 1500, "max_output_tokens": 128,
+            "tool_result_tokens": 1500, "max_output_tokens": 128,
         },
         "recursion_limit": 60,
     }

@@ -15,7 +15,7 @@ def approval_request(state: IncidentState) -> dict:
     lead = leading_hypothesis(state)
     return {
         "question": "Approve, reject (with a note) or edit the mitigation plan.",
-        "incident_window": state["detection"].window.model_dump() if state["detection"].window else None,
+        "incident_window": state["detection"].window.model_dump(mode="json") if state["detection"].window else None,
         "leading_hypothesis": lead.model_dump() if lead else None,
         "mitigations": [m.model_dump() for m in state.get("mitigations", [])],
         "answer_schema": {"action": "approve | reject | edit", "note": "str", "by": "str", "mitigations": "[Mitigation] for edit"},

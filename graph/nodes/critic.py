@@ -24,7 +24,7 @@ def critic(state: IncidentState, config: RunnableConfig) -> dict:
     settings = Configuration.from_runnable_config(config)
     evidence = state.get("evidence", [])
     known = {e.id for e in evidence}
-    digest = evidence_digest(evidence, settings.tool_result_chars)
+    digest = evidence_digest(evidence, settings.tool_result_tokens)
     findings = Findings.from_evidence(digest)  # the statistics read what the model is shown
     hypotheses = [h.model_dump() for h in state.get("hypotheses", [])]
     transcript = [CriticVerdict.model_validate(v) for v in grounding_verdicts(hypotheses, [e.model_dump() for e in evidence])]

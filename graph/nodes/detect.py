@@ -20,7 +20,7 @@ def detect(state: IncidentState, config: RunnableConfig) -> dict:
     signals = [to_jsonable(vars(s)) for s in found.signals]
     if window:
         described = ", ".join(f"{s['metric']} peak {s['peak']:.4g} vs baseline {s['baseline']:.4g}" for s in signals[:3])
-        summary = f"Incident window {window.start} to {window.end} ({window.minutes:.0f} min): {described}."
+        summary = f"Incident window {iso_utc(window.start)} to {iso_utc(window.end)} ({window.minutes:.0f} min): {described}."
     else:
         blips = sum(1 for c in found.candidates if c["is_blip"])
         summary = f"No incident: no metric deviation lasted {settings.min_minutes:.0f} min or more ({blips} short blip(s) ignored)."
@@ -34,7 +34,7 @@ def detect(state: IncidentState, config: RunnableConfig) -> dict:
             f"{settings.edge_z}; stretches under {settings.min_minutes} min are blips"
         ),
         summary=summary,
-        data={"window": window.model_dump() if window else None, "signals": signals, "candidates": found.candidates},
+        data={"window": window.model_dump(mode="json") if window else None, "signals": signals, "candidates": found.candidates},
     )
     detection = Detection(incident_detected=found.incident_detected, window=window, signals=signals, evidence_id=item.id)
     return {"detection": detection, "evidence": [item]}

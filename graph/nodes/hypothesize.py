@@ -22,7 +22,7 @@ from tools.ranking import Findings, merge_with_statistics
 def hypothesize(state: IncidentState, config: RunnableConfig) -> dict:
     settings = Configuration.from_runnable_config(config)
     evidence = state.get("evidence", [])
-    context = {"window": state["detection"].window.model_dump(), "evidence": evidence_digest(evidence, settings.tool_result_chars)}
+    context = {"window": state["detection"].window.model_dump(mode="json"), "evidence": evidence_digest(evidence, settings.tool_result_tokens)}
     outcome = ask_structured(
         HypothesisSet, HYPOTHESIZE_SYSTEM, "Propose ranked hypotheses.", context, settings, config, node="hypothesize", state=state
     )

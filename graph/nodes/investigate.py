@@ -11,6 +11,7 @@ from graph.prompts import INVESTIGATOR_SYSTEM, with_context
 from graph.state import IncidentState
 from graph.timing import timed
 from graph.tools import INVESTIGATION_TOOLS
+from tools.times import iso_utc
 
 
 @timed("investigate:brief")
@@ -18,7 +19,7 @@ def brief(state: IncidentState, config: RunnableConfig) -> dict:
     """Open the investigation with the facts every analyst (offline or LLM) starts from."""
     window = state["detection"].window
     context = {
-        "window": window.model_dump(),
+        "window": window.model_dump(mode="json"),
         "metric_signals": state["detection"].signals,
         "detection_evidence_id": state["detection"].evidence_id,
         "tables": {
@@ -28,7 +29,7 @@ def brief(state: IncidentState, config: RunnableConfig) -> dict:
         },
         "rows": {k: state["load_summary"][k] for k in ("metrics_rows", "log_rows", "event_rows")},
     }
-    task = f"Incident window {window.start} to {window.end}. Find the root cause."
+    task = f"Incident window {iso_utc(window.start)} to {iso_utc(window.end)}. Find the root cause."
     return {
         "messages": [SystemMessage(INVESTIGATOR_SYSTEM), HumanMessage(with_context(task, context))],
         "model_settings": model_settings(Configuration.from_runnable_config(config)),
