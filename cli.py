@@ -106,7 +106,7 @@ def checkpoint_path(settings: Configuration) -> Path:
     return Path(settings.state_dir) / "checkpoints.sqlite"
 
 
-MODEL_FLAGS = ("model", "base_url", "temperature", "max_steps", "token_budget")
+CONFIG_FLAGS = ("model", "base_url", "temperature", "max_steps", "token_budget", "window")
 
 
 def run_config(args: argparse.Namespace, thread_id: str, auto_approve: bool) -> RunnableConfig:
@@ -115,7 +115,7 @@ def run_config(args: argparse.Namespace, thread_id: str, auto_approve: bool) -> 
     configurable = {"auto_approve": auto_approve}
     if args.state_dir is not None:  # an empty --state-dir is refused by the model, not replaced by the default
         configurable["state_dir"] = args.state_dir
-    for name in MODEL_FLAGS:
+    for name in CONFIG_FLAGS:
         if getattr(args, name, None) is not None:
             configurable[name] = getattr(args, name)
     if getattr(args, "no_redact", False):
@@ -180,7 +180,14 @@ def describe(node: str, update: dict | None) -> str:
         return f"{s['metrics_rows']} metric rows ({', '.join(s['metric_columns'])}), {s['log_rows']} log lines, {s['event_rows']} events"
     if node == "detect":
         d = update["detection"]
-        return f"incident {iso_utc(d.window.start)} to {iso_utc(d.window.end)}" if d.window else "no incident"
+        if not d.window:
+            return "no incident"
+        which = f"window #{d.investigated_rank} of {len(d.windows)}" if d.investigated_rank else "the window asked for"
+        others = [w for w in d.windows if w.rank != d.investigated_rank]
+        listed = "".join(f"; #{w.rank} {iso_utc(w.start)} to {iso_utc(w.end)} ({w.minutes:.0f} min)" for w in others[:5])
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        hint = f" (another one: --window N or --window START..END{listed}{more})" if others else ""
+        return f"incident {which}: {iso_utc(d.window.start)} to {iso_utc(d.window.end)}{hint}"
     if node == "tools":
         # ToolNode reports one update per tool call when the tools return Commands.
         parts = update if isinstance(update, list) else [update]
@@ -496,10 +503,15 @@ def parser() -> argparse.ArgumentParser:
         llm.add_argument("--token-budget", type=int, default=None, help="tokens in + out one run may spend on the model")
         llm.add_argument("--no-redact", action="store_true", help="send identifiers to the model unmasked")
 
+    def window_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--window", default=None, metavar="N|START..END",
+                        help="investigate incident window N (1 = highest impact, the default) or the range START..END (ISO 8601)")
+
     demo = sub.add_parser("demo", help="generate a scenario and investigate it (auto-approve)")
     demo.add_argument("--fault", default="conn_pool_exhaustion")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--thread-id", default=None)
+    window_flag(demo)
     common(demo)
     demo.set_defaults(func=cmd_demo)
 
@@ -522,6 +534,7 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--events", default=None)
     inv.add_argument("--auto-approve", action="store_true", help="approve the mitigation plan without asking")
     inv.add_argument("--thread-id", default=None)
+    window_flag(inv)
     common(inv)
     inv.set_defaults(func=cmd_investigate)
 

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from tools.changes import recent_changes
-from tools.detection import detect_window
+from tools.detection import detect_windows
 from tools.loader import load_sources
 from tools.logscan import PROBLEM_LEVELS, log_pattern_scan
 from tools.onsets import service_error_onsets
 from tools.sql_sandbox import connect_readonly, run_sql
-from tools.templates import mask_sql, mine_templates
+from tools.templates import mask_sql, mine_service_templates
 
 # A query of the kind the analyst writes: problem lines per service and level in the window.
 ANALYST_SQL = (
@@ -123,8 +123,8 @@ def stage_tools(args: dict) -> dict:
     out: dict = {}
     with connect_readonly(args["db"]) as con:
         metrics, out["read_metrics"] = timed(lambda: con.execute("SELECT * FROM metrics ORDER BY ts").df())
-        found, out["detect"], _ = warm(detect_window, metrics)
-        start, end = found.start, found.end
+        found, out["detect"], _ = warm(detect_windows, metrics)
+        start, end = found.windows[0].start, found.windows[0].end
         out["window"] = [str(start), str(end)]
         _, out["floor_group_by"], _ = warm(lambda: con.execute(FLOOR_SQL).fetchall())
         scan, out["log_pattern_scan"], out["log_pattern_scan_first"] = warm(log_pattern_scan, con, start, end)
@@ -134,11 +134,11 @@ def stage_tools(args: dict) -> dict:
         level_list = ", ".join(f"'{lvl}'" for lvl in PROBLEM_LEVELS)
         out["problem_lines"] = con.execute(f"SELECT count(*) FROM logs WHERE level IN ({level_list})").fetchone()[0]
         masked = con.execute(
-            f"SELECT DISTINCT service || ' :: ' || {mask_sql('message')} FROM "
+            f"SELECT DISTINCT service, {mask_sql('message')} FROM "
             f"(SELECT DISTINCT service, message FROM logs WHERE level IN ({level_list}))"
         ).fetchall()
     out["distinct_masked_messages"] = len(masked)
-    _, out["mine_templates"], _ = warm(mine_templates, sorted(m[0] for m in masked))
+    _, out["mine_templates"], _ = warm(mine_service_templates, [m[0] for m in masked], [m[1] for m in masked])
     query = ANALYST_SQL.format(start=start, end=end)
     # The first run_sql of a process also starts the sandbox's forkserver: reported apart.
     _, out["run_sql"], out["run_sql_first"] = warm(run_sql, args["db"], query)
@@ -155,10 +155,10 @@ def stage_detectors(args: dict) -> dict:
     """Detector vs the seed's loop on the same loaded metrics (p95_ms)."""
     with connect_readonly(args["db"]) as con:
         metrics = con.execute("SELECT * FROM metrics ORDER BY ts").df()
-    found, detect_s = timed(detect_window, metrics)
+    found, detect_s = timed(detect_windows, metrics)
     flags, seed_s = timed(seed_zscore_loop, metrics["p95_ms"].to_numpy())
     return {"points": len(metrics), "detect": detect_s, "seed_zscore_loop": seed_s,
-            "window": [str(found.start), str(found.end)], "seed_flagged": int(flags.sum())}
+            "window": [str(found.windows[0].start), str(found.windows[0].end)] if found.windows else None, "seed_flagged": int(flags.sum())}
 
 
 STAGES = {

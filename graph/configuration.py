@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import TypedDict
+
+from tools.detection import parse_window_choice
 
 OFFLINE_MODEL = "offline-analyst"
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
@@ -57,6 +59,8 @@ class Configuration(BaseModel):
     sql_max_rows: int = Field(200, ge=1, le=10_000, description="Rows one model-written SQL query may return.")
     change_lookback_minutes: int = Field(120, ge=1, le=10_080, description="How far before the window change events are looked for.")
     onset_lookback_minutes: int = Field(60, ge=1, le=1_440, description="How far before the window error onsets are looked for.")
+    window: str | None = Field(None, max_length=200, description="Which incident window to investigate: a rank (1 = highest impact, "
+                               "the default) or START..END in ISO 8601.")
     tool_result_tokens: int = Field(2000, ge=50, le=50_000, description="Tokens (cl100k_base) of one tool result the model sees.")
     approver: str = Field("on-call", min_length=1, max_length=200, description="Who an auto-approval is recorded as.")
     # Set by the server: inputs must lie under one of input_roots (os.pathsep-separated; relative
@@ -66,6 +70,13 @@ class Configuration(BaseModel):
     artifacts_dir: str | None = Field(None, description="Set by the server: where every thread's postmortem is written.")
     state_dir: str = Field(default_factory=_default_state_dir, min_length=1,
                            description="Checkpoints and work databases ($INCIDENT_GRAPH_HOME or ~/.incident-graph).")
+
+    @field_validator("window")
+    @classmethod
+    def _window_is_a_rank_or_a_range(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window_choice(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -127,7 +138,7 @@ def readable_errors(exc: ValidationError, limit: int = 5) -> str:
 
 # What an HTTP client may choose for its own run: analysis windows, within the bounds above.
 # Everything else (model, endpoint, key, redaction, approval, every limit) is the operator's.
-CLIENT_SETTABLE = frozenset({"change_lookback_minutes", "onset_lookback_minutes"})
+CLIENT_SETTABLE = frozenset({"change_lookback_minutes", "onset_lookback_minutes", "window"})
 # Fields the server sets itself for every request.
 SERVER_PINNED = frozenset({"state_dir", "input_roots", "artifacts_dir"})
 # Keys LangGraph itself puts in `configurable`, which are not settings.

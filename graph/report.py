@@ -53,6 +53,8 @@ def build_postmortem(state: dict, thread_id: str, model: str) -> Postmortem:
         title=title,
         incident_detected=detection.incident_detected,
         incident_window=window,
+        incident_windows=detection.windows,
+        investigated_rank=detection.investigated_rank,
         root_cause=root,
         hypotheses=[
             RankedHypothesis(**h.model_dump(), rank=rank, critic_verdicts=[v for v in transcript if v.hypothesis_id == h.id])
@@ -136,6 +138,12 @@ def render_markdown(pm: Postmortem) -> str:
     lines = [f"# {pm.title}", ""]
     if pm.incident_window:
         lines += [f"- **Window (UTC):** {iso_utc(pm.incident_window.start)} to {iso_utc(pm.incident_window.end)} ({pm.incident_window.minutes:.0f} min)"]
+    others = [w for w in pm.incident_windows if w.rank != pm.investigated_rank]
+    if others:
+        which = f"#{pm.investigated_rank} of {len(pm.incident_windows)} by impact" if pm.investigated_rank else "the range asked for"
+        listed = "; ".join(f"#{w.rank} {iso_utc(w.start)} to {iso_utc(w.end)} ({w.minutes:.0f} min, {', '.join(w.signals[:3])})" for w in others[:5])
+        more = f"; and {len(others) - 5} more in postmortem.json" if len(others) > 5 else ""
+        lines += [f"- **Other incident windows** (this one is {which}; investigate another with `--window N`): {listed}{more}"]
     offsets = pm.metadata.data.time_offsets if pm.metadata.data else {}
     if offsets:  # the reader compares with local times they have seen in the logs
         written = "; ".join(f"{name} in {', '.join(values)}" for name, values in offsets.items())
@@ -220,6 +228,9 @@ def render_timeline(db_path: str, pm: Postmortem, path: Path) -> None:
         ax.plot(metrics["ts"], metrics[col], lw=0.8, color="#1f4e79")
         ax.set_ylabel(col, fontsize=9)
         ax.grid(alpha=0.3)
+        for other in pm.incident_windows:  # the windows not investigated, lighter
+            if not window or (other.start, other.end) != (window.start, window.end):
+                ax.axvspan(naive_utc(other.start), naive_utc(other.end), color="#ff7f0e", alpha=0.12)
         if window:
             ax.axvspan(naive_utc(window.start), naive_utc(window.end), color="#d62728", alpha=0.18)
         for ts in changes["ts"]:
@@ -227,7 +238,9 @@ def render_timeline(db_path: str, pm: Postmortem, path: Path) -> None:
     top = axes[0, 0]
     for row in changes.itertuples(index=False):
         top.annotate(f"{row.kind}: {row.service}", (row.ts, 1.0), xycoords=("data", "axes fraction"), rotation=30, fontsize=7, color="#2ca02c", va="bottom")
-    label = f"detected window shaded · root cause: {pm.root_cause.service or 'none'}" if window else "no incident detected"
+    label = f"investigated window in red · root cause: {pm.root_cause.service or 'none'}" if window else "no incident detected"
+    if len(pm.incident_windows) > 1:
+        label += " · other incident windows in orange"
     fig.suptitle(f"{pm.title}\n{label}; dashed lines = change events", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")

@@ -7,7 +7,7 @@ offline or LLM, is validated before it is trusted.
 
 import operator
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
@@ -23,11 +23,20 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-POSTMORTEM_SCHEMA_VERSION = "2.1"
+POSTMORTEM_SCHEMA_VERSION = "2.2"
+
+
+
+def _plain_utc(value: datetime) -> datetime:
+    # A plain datetime even from a pandas Timestamp (a subclass), which the checkpoint serializer
+    # refuses to revive.
+    utc = value.astimezone(UTC)
+    return datetime.combine(utc.date(), utc.timetz())
+
 
 # An instant with its zone, held in UTC: ISO text with any offset is accepted, naive text is not
 # (it could be any zone); JSON shows it as `...Z`.
-UtcInstant = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+UtcInstant = Annotated[AwareDatetime, AfterValidator(_plain_utc)]
 
 
 class Evidence(BaseModel):
@@ -50,11 +59,25 @@ class IncidentWindow(BaseModel):
         return (self.end - self.start).total_seconds() / 60.0
 
 
+class WindowSummary(BaseModel):
+    """One incident window the detector found, as the postmortem and the API list them."""
+
+    rank: int = Field(ge=1, description="1 = highest impact.")
+    start: UtcInstant
+    end: UtcInstant
+    minutes: float
+    impact: float = Field(description="z-minutes of deviation times the number of signals that deviated.")
+    peak_z: float
+    signals: list[str] = Field(description="The metrics that left their baseline in it, strongest first.")
+
+
 class Detection(BaseModel):
     incident_detected: bool
     window: IncidentWindow | None = None
     signals: list[dict[str, Any]] = Field(default_factory=list)
     evidence_id: str
+    windows: list[WindowSummary] = Field(default_factory=list, description="Every incident window found, highest impact first.")
+    investigated_rank: int | None = Field(None, description="The rank of the window investigated; None when the operator gave START..END.")
 
 
 class Hypothesis(BaseModel):
@@ -313,6 +336,9 @@ class Postmortem(BaseModel):
     title: str
     incident_detected: bool
     incident_window: IncidentWindow | None
+    incident_windows: list[WindowSummary] = Field(
+        default_factory=list, description="Every incident window found in the range, highest impact first; the investigated one included.")
+    investigated_rank: int | None = Field(None, description="Which of them was investigated; None when the operator gave START..END.")
     time_zone: str = "UTC"
     root_cause: RootCause
     hypotheses: list[RankedHypothesis]

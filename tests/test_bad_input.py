@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from tests.processes import REPO, run_cli
-from tools.detection import detect_window
+from tools.detection import detect_windows
 from tools.loader import InputError, load_sources
 from tools.logscan import log_pattern_scan
 from tools.sql_sandbox import connect_readonly
@@ -44,12 +44,13 @@ def investigate(db: Path) -> dict:
     with connect_readonly(db) as con:
         metrics = con.execute("SELECT * FROM metrics ORDER BY ts").df()
         logs = con.execute("SELECT * FROM logs ORDER BY ALL").df()
-        found = detect_window(metrics)
-        scan = log_pattern_scan(con, found.start, found.end) if found.incident_detected else {"templates": []}
+        found = detect_windows(metrics)
+        top = found.windows[0] if found.windows else None
+        scan = log_pattern_scan(con, top.start, top.end) if top else {"templates": []}
     return {
         "metrics": metrics,
         "logs": logs,
-        "window": (found.start, found.end),
+        "window": (top.start, top.end) if top else (None, None),
         "templates": [(t["service"], t["template"], t["window_count"]) for t in scan["templates"]],
     }
 

@@ -147,3 +147,48 @@ def test_checkpoint_file_holds_the_thread(tmp_path, scenario_dir):
     assert "t-db" in threads
     again = run_cli("investigate", *args, env_home=home)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_every_incident_window_is_listed_and_window_picks_another(tmp_path, scenario_dir):
+    """Two incidents in one range: the bigger one is investigated, the other listed, and
+    `--window 2` / `--window START..END` investigate another; a rank that does not exist or a
+    malformed value is a clear error before anything is written."""
+    case = scenario_dir("conn_pool_exhaustion", 1)
+    metrics = tmp_path / "metrics.csv"
+    lines = (case / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    p95 = header.index("p95_ms")
+    for i in range(120, 150):  # a second, smaller degradation hours before the injected fault
+        cells = lines[1 + i].split(",")
+        cells[p95] = str(float(cells[p95]) + 400)
+        lines[1 + i] = ",".join(cells)
+    metrics.write_text("\n".join(lines) + "\n")
+    second_start = lines[1 + 120].split(",")[0]
+    truth = json.loads((case / "truth.json").read_text())
+    base = ["investigate", "--metrics", str(metrics), "--logs", str(case / "logs.csv"), "--events", str(case / "events.csv"), "--auto-approve"]
+    home = tmp_path / "home"
+
+    first = run_cli(*base, "--out", str(tmp_path / "first"), env_home=home)
+    assert first.returncode == 0, first.stderr
+    pm = read_postmortem(tmp_path / "first")
+    assert pm["investigated_rank"] == 1 and len(pm["incident_windows"]) == 2
+    assert pm["incident_window"]["start"] == truth["start"]
+    assert pm["incident_windows"][1]["start"] == second_start and pm["incident_windows"][1]["signals"] == ["p95_ms"]
+    assert "Other incident windows" in (tmp_path / "first" / "postmortem.md").read_text()
+    assert "--window N" in first.stdout
+
+    other = run_cli(*base, "--window", "2", "--out", str(tmp_path / "second"), env_home=home)
+    assert other.returncode == 0, other.stderr
+    pm = read_postmortem(tmp_path / "second")
+    assert pm["investigated_rank"] == 2 and pm["incident_window"]["start"] == second_start
+
+    asked = run_cli(*base, "--window", f"{truth['start']}..{truth['end']}", "--out", str(tmp_path / "asked"), env_home=home)
+    assert asked.returncode == 0, asked.stderr
+    pm = read_postmortem(tmp_path / "asked")
+    assert pm["investigated_rank"] is None
+    assert (pm["incident_window"]["start"], pm["incident_window"]["end"]) == (truth["start"], truth["end"])
+
+    for bad, message in (("3", "only 2 incident window(s) were found"), ("yesterday", "expected a rank")):
+        refused = run_cli(*base, "--window", bad, "--out", str(tmp_path / f"bad-{bad}"), env_home=home)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+        assert not (tmp_path / f"bad-{bad}" / "postmortem.json").exists()

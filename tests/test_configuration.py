@@ -51,10 +51,13 @@ def test_a_client_cannot_set_operator_settings(key):
 
 
 def test_a_client_may_set_analysis_windows_within_bounds():
-    assert CLIENT_SETTABLE == {"change_lookback_minutes", "onset_lookback_minutes"}
+    assert CLIENT_SETTABLE == {"change_lookback_minutes", "onset_lookback_minutes", "window"}
     assert client_overrides({"onset_lookback_minutes": 30, "thread_id": "t1"}) == {"onset_lookback_minutes": 30}
+    assert client_overrides({"window": "2"}) == {"window": "2"}
     with pytest.raises(ClientSettingRefused, match="onset_lookback_minutes"):
         client_overrides({"onset_lookback_minutes": 10**9})
+    with pytest.raises(ClientSettingRefused, match="window"):
+        client_overrides({"window": "2024-06-02..2024-06-01"})
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "../../../../elsewhere/x", "/abs/path", "a/b", "a\\b", ".hidden", "x\x00y",

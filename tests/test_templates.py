@@ -3,7 +3,7 @@
 import duckdb
 import pytest
 
-from tools.templates import mask_message, mask_sql, mine_templates, template_regex
+from tools.templates import MAX_CONSTANT_WORDS, mask_message, mask_sql, mine_service_templates, mine_templates, template_regex
 
 TRICKY = [
     "request 3f2a9c1e-1b2c-4d5e-8f90-abcdef012345 failed after 1500 ms",
@@ -24,6 +24,10 @@ TRICKY = [
     "path /api/v2/users/1234/orders?limit=50",
     "tab\tseparated 5\nsecond line 6",
     "no numbers here",
+    "jk2_init() found SOCKS5 on node-129 core.1234 slot 7",
+    "flags 0x0185 id 12345678901 addr deadbeef42",
+    "at Mon Jun 13 10:00:00 2005, then Jun  3 09:01:02 and 2024-06-01T10:00:00.123Z or 10:20:30,123",
+    "(1)(2) a=-5,b=7;c:8 [3] 4x 5 1.2.3.4.5",
     "",
 ]
 
@@ -53,6 +57,15 @@ def test_python_masking_equals_duckdb_masking():
         ("balance went to -42.50 after refund of 12.5", "balance went to <NUM> after refund of <NUM>"),
         ("0xdeadbeef segfault", "<HEX> segfault"),
         ("no numbers here", "no numbers here"),
+        # numbers inside words are part of the word; a hyphen there is not a minus sign
+        ("jk2_init() found SOCKS5 on node-129", "jk2_init() found SOCKS5 on node-129"),
+        ("generating core.1234 at 0.5", "generating core.1234 at <NUM>"),
+        # one class per kind: short hex is hex, a long decimal is a number
+        ("flags 0x0185 id 12345678901 hash 4bf92f35", "flags <HEX> id <NUM> hash <HEX>"),
+        ("at Mon Jun 13 10:00:00 2005 and 2024-06-01T10:00:00.123Z, took 10:20:30", "at <TIME> and <TIME>, took <TIME>"),
+        ("f(1)(2) a=-5,b=7", "f(<NUM>)(<NUM>) a=<NUM>,b=<NUM>"),
+        # a number with a unit keeps the unit; a hex id starting with digits stays one hex
+        ("took 10ms then 2.5s, id 12ab34cd", "took <NUM>ms then <NUM>s, id <HEX>"),
     ],
 )
 def test_each_kind_of_id_becomes_one_token(message, masked):
@@ -108,12 +121,55 @@ def test_messages_of_different_shapes_stay_apart():
     assert not template_regex(login).match(mask_message("connection pool exhausted: 3 of 50 in use, waiting 9 ms"))
 
 
-def test_service_prefix_keeps_services_apart():
-    # logscan mines "service :: masked"; the same text from two services must stay two templates.
-    msgs = ["checkout :: upstream timeout", "payments :: upstream timeout", "checkout :: cart <NUM> empty"]
-    template_of = mine_templates(msgs)
-    assert len(set(template_of.values())) == 3
-    assert all(t.startswith(m.split(" :: ")[0] + " :: ") for m, t in template_of.items())
+def test_services_are_mined_apart():
+    # The same text from two services stays two templates, and one service's messages do not
+    # change the other's: alone, checkout's two messages are one template with a variable word.
+    words = [f"worker w{chr(97 + i)} idle" for i in range(MAX_CONSTANT_WORDS + 1)]
+    services = ["checkout"] * len(words) + ["payments", "payments"]
+    masked = [*words, "worker wa idle", "upstream timeout"]
+    templates = mine_service_templates(services, masked)
+    assert templates[: len(words)] == ["worker <*> idle"] * len(words)
+    assert templates[len(words):] == ["worker wa idle", "upstream timeout"]
+
+
+def test_few_distinct_words_are_constants_of_different_events():
+    # "VM paused" and "VM resumed" are two events; more distinct words than MAX_CONSTANT_WORDS in
+    # one place are a variable (a user name), and so is a column with a mask or a digit.
+    states = ["paused", "resumed", "started", "stopped"]
+    users = [f"user{chr(97 + i)}x" for i in range(MAX_CONSTANT_WORDS + 1)]
+    masked = ([f"[vm <UUID>] VM {s} (lifecycle event)" for s in states]
+              + [f"session closed for {u}" for u in users]
+              + ["link up on eth0", "link up on eth1", "link up on <IP>"])
+    template_of = mine_templates(masked)
+    assert {template_of[f"[vm <UUID>] VM {s} (lifecycle event)"] for s in states} == {
+        f"[vm <UUID>] VM {s} (lifecycle event)" for s in states}
+    assert {template_of[f"session closed for {u}"] for u in users} == {"session closed for <*>"}
+    assert {template_of[m] for m in ("link up on eth0", "link up on eth1", "link up on <IP>")} == {"link up on <*>"}
+
+
+def test_masks_do_not_count_as_matches():
+    # Two messages sharing every mask but differing in their only other word are two events.
+    masked = ["session <NUM>_<NUM> initialized by client updater.", "session <NUM>_<NUM> initialized by client scheduler."]
+    assert set(mine_templates(masked).values()) == set(masked)
+
+
+def test_mining_depends_on_the_set_of_messages_not_their_order():
+    masked = sorted({mask_message(m) for m in RAW})
+    assert mine_templates(masked) == mine_templates(masked[::-1])
+
+
+def test_mining_stays_fast_on_many_long_distinct_messages():
+    """Cost follows distinct messages x tokens: 3,000 messages of 120 tokens, each column with
+    few distinct words (the case that splits most), mine in well under the bound."""
+    import random
+    import time
+
+    rng = random.Random(7)
+    masked = sorted({" ".join(rng.choice("abcd") for _ in range(120)) for _ in range(3000)})
+    started = time.thread_time()
+    template_of = mine_templates(masked)
+    assert time.thread_time() - started < 20.0
+    assert set(template_of) == set(masked)
 
 
 def test_template_regex_wildcards_and_literals():

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import special
 
 from tools.contract import one_row
-from tools.templates import mask_sql, mine_templates
+from tools.templates import mask_sql, mine_service_templates
 
 PROBLEM_LEVELS = ("WARN", "ERROR")
 
@@ -71,11 +71,13 @@ def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS, keyed: bool = False) -> s
     plain hash aggregate, and every other step runs on its few thousand groups, not on the
     lines. With ``keyed`` (see ``has_message_key``) they are grouped by the loader's integer
     ``message_key`` instead, without reading any text, and each group's texts are read from
-    one of its lines by rowid: all lines of a key have the same four texts. Masking is six
+    one of its lines by rowid: all lines of a key have the same four texts. Masking is nine
     regex passes per message, so it runs once per distinct *skeleton*
     (the message with every digit turned into 0 by ``translate``, no regex): no mask pattern
-    tells one digit from another and every digit ends up inside a masked token, so a message
-    and its skeleton mask to the same text. Each per-message aggregate merges exactly into its
+    tells one digit from another, so when every digit of the skeleton ends up inside a masked
+    token, the message masks to the same text. A skeleton that keeps a digit (`node-0` for
+    `node-129`: numbers inside words are not masked) has its messages masked one by one.
+    Each per-message aggregate merges exactly into its
     masked group (sums, minimums, the earliest example); mode() becomes the value with the
     most lines, ties to the one seen first, as DuckDB's mode() breaks them.
     """
@@ -111,7 +113,8 @@ def scan_sql(levels: tuple[str, ...] = PROBLEM_LEVELS, keyed: bool = False) -> s
             SELECT skeleton, {mask_sql('skeleton')} AS masked FROM (SELECT DISTINCT skeleton FROM messages)
         ),
         masked_messages AS (
-            SELECT messages.*, masks.masked
+            SELECT messages.*,
+                   CASE WHEN contains(masks.masked, '0') THEN {mask_sql('messages.message')} ELSE masks.masked END AS masked
             FROM messages JOIN masks ON messages.skeleton IS NOT DISTINCT FROM masks.skeleton
         ),
         levels AS (
@@ -169,11 +172,9 @@ def log_pattern_scan(
         return {"templates": [], "background": [], "services": [], "mentions": [], **minutes, "sql": sql}
 
     services = sorted(con.execute("SELECT DISTINCT service FROM logs").df()["service"].dropna().tolist())
-    # Mine per service so that templates never mix services; who-blames-whom is read from every
-    # masked message before mining, because Drain may merge "call to A failed" with "call to B failed".
-    keyed = groups["service"] + " :: " + groups["masked"]
-    template_of = mine_templates(sorted(keyed.unique()))
-    groups["template"] = keyed.map(template_of).str.split(" :: ", n=1).str[1]
+    # Who-blames-whom is read from every masked message before mining, because the miner may
+    # merge "call to A failed" with "call to B failed" once enough services are named there.
+    groups["template"] = mine_service_templates(groups["service"].tolist(), groups["masked"].tolist())
     groups["example"] = groups["example_in_window"].fillna(groups["example"])
     name_pattern = mention_pattern(services)
     groups["mentions"] = [
