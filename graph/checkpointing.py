@@ -188,6 +188,23 @@ async def open_sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver]:
 SETUP_LOCK_KEY = 0x1C1D_E17
 
 
+SETUP_LOCK_WAIT_S = 120.0
+
+
+async def _take_setup_lock(conn) -> None:
+    """Take the migrations lock by polling, never by a blocking pg_advisory_lock: a statement
+    waiting for the lock holds a snapshot, the holder's migrations run CREATE INDEX CONCURRENTLY,
+    which waits for every such snapshot, and PostgreSQL breaks the deadlock by failing the
+    waiting worker's startup (seen with two uvicorn workers on a loaded machine)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + SETUP_LOCK_WAIT_S
+    while not (await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS taken", (SETUP_LOCK_KEY,))).fetchone())["taken"]:
+        if asyncio.get_running_loop().time() > deadline:
+            raise CheckpointUnavailable(f"PostgreSQL checkpointer: another process held the setup lock for over {SETUP_LOCK_WAIT_S:.0f} s")
+        await asyncio.sleep(0.2)
+
+
 @asynccontextmanager
 async def open_postgres_saver(dsn: str) -> AsyncIterator[BaseCheckpointSaver]:
     import psycopg
@@ -198,7 +215,7 @@ async def open_postgres_saver(dsn: str) -> AsyncIterator[BaseCheckpointSaver]:
     try:
         connect = psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=10, row_factory=dict_row)
         async with await connect as lock_conn:
-            await lock_conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+            await _take_setup_lock(lock_conn)
             await AsyncPostgresSaver(lock_conn, serde=serializer()).setup()
             await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
     except psycopg.OperationalError as exc:

@@ -421,3 +421,22 @@ def test_excursions_routine_for_the_range_are_set_aside():
     d = detect_windows(df)
     assert len(d.windows) == 1 and d.windows[0].start <= minute(2500) and d.windows[0].end >= minute(2560)  # with a burst it touches
     assert d.windows[0].surprise >= DetectorSettings().surprise_z > max(w.surprise for w in d.set_aside)
+
+
+def test_a_drift_that_builds_over_hours_is_seen_against_the_day_around_it():
+    # Six days at 5-minute steps; a 16-hour sag builds slowly to 12 x the noise and recovers. The
+    # 8-hour trend follows such a drift (every point is close to its own neighbourhood); the
+    # day-wide trend does not.
+    n = 6 * 288
+    rng = np.random.default_rng(15)
+    values = 80 + rng.normal(0, 1, n)
+    sag = np.r_[np.linspace(0, 12, 96), np.linspace(12, 0, 96)]
+    values[3 * 288 : 3 * 288 + 192] -= sag
+    df = pd.DataFrame({"ts": pd.date_range(T0, periods=n, freq="5min"), "temperature": values})
+
+    d = detect_windows(df)
+
+    assert d.incident_detected
+    sag_start, sag_end = T0 + pd.Timedelta(days=3), T0 + pd.Timedelta(days=3, hours=16)
+    assert any(sag_start <= w.start < sag_end for w in d.windows)
+    assert detect_windows(df, DetectorSettings(slow_baseline_minutes=1e9)).windows == [], "without the day-wide trend it is missed"

@@ -7,8 +7,8 @@ from tools.logscan import log_pattern_scan, scan_sql
 from tools.templates import mask_message
 
 MESSAGES = [
-    "node-129 lost link 3",  # a digit left in a word: its skeleton keeps a 0
-    "node-130 lost link 4",
+    "jk2 lost link 3",  # a digit left in a word: its skeleton keeps a 0
+    "jk3 lost link 4",
     "SOCKS5 proxy 10.0.0.1:1080 refused after 250 ms",
     "SOCKS4 proxy 10.0.0.2:1080 refused after 31 ms",
     "jk2_init() found child 1234 in slot 7",
@@ -28,8 +28,8 @@ def test_scan_masks_every_message_as_mask_message_does():
     con = logs_db(rows)
     scanned = con.execute(scan_sql(), {"ws": pd.Timestamp("2025-01-01"), "we": pd.Timestamp("2025-01-02")}).df()
     assert sorted(scanned["masked"]) == sorted({mask_message(m) for m in MESSAGES})
-    # the two node lines differ in their word, not in a mask: two masked texts
-    assert {"node-129 lost link <NUM>", "node-130 lost link <NUM>"} <= set(scanned["masked"])
+    # the two jk lines differ in their word, not in a mask: two masked texts
+    assert {"jk2 lost link <NUM>", "jk3 lost link <NUM>"} <= set(scanned["masked"])
 
 
 def test_templates_are_mined_per_service_without_a_prefix():

@@ -346,6 +346,22 @@ def test_uvicorn_workers_on_one_port_share_incidents_through_postgres(live_serve
     assert sorted(answers) == [202, 202, 409, 409, 409, 409]
 
 
+def test_workers_setting_up_one_fresh_postgres_at_once_all_start(postgres_dsn):
+    """Six processes' worth of checkpointer setups on one fresh database at the same moment: with a
+    blocking pg_advisory_lock, a waiter's snapshot deadlocked the holder's CREATE INDEX
+    CONCURRENTLY and PostgreSQL failed one worker's startup (a uvicorn --workers 2 run, under load)."""
+    from graph.checkpointing import open_postgres_saver
+
+    async def start_one() -> str:
+        async with open_postgres_saver(postgres_dsn) as saver:
+            return type(saver).__name__
+
+    async def start_all() -> list:
+        return await asyncio.gather(*(start_one() for _ in range(6)), return_exceptions=True)
+
+    assert asyncio.run(start_all()) == ["AsyncPostgresSaver"] * 6
+
+
 def test_unreachable_postgres_is_a_clear_startup_error(tmp_path):
     server = ServerProcess(tmp_path / "home", {"INCIDENT_GRAPH_POSTGRES_DSN": "postgresql://nobody@127.0.0.1:1/none"})
     with pytest.raises(RuntimeError, match="PostgreSQL checkpointer unreachable"):

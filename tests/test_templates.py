@@ -58,8 +58,11 @@ def test_python_masking_equals_duckdb_masking():
         ("0xdeadbeef segfault", "<HEX> segfault"),
         ("no numbers here", "no numbers here"),
         # numbers inside words are part of the word; a hyphen there is not a minus sign
-        ("jk2_init() found SOCKS5 on node-129", "jk2_init() found SOCKS5 on node-129"),
-        ("generating core.1234 at 0.5", "generating core.1234 at <NUM>"),
+        # digits attached to letters are part of a name; after a hyphen or a dot they are a number
+        # (and the hyphen is kept, not read as a minus)
+        ("jk2_init() found SOCKS5 on node-129", "jk2_init() found SOCKS5 on node-<NUM>"),
+        ("generating core.1234 at 0.5", "generating core.<NUM> at <NUM>"),
+        ("user u394029 on host0042 via ipv6", "user u<NUM> on host<NUM> via ipv6"),
         # one class per kind: short hex is hex, a long decimal is a number
         ("flags 0x0185 id 12345678901 hash 4bf92f35", "flags <HEX> id <NUM> hash <HEX>"),
         ("at Mon Jun 13 10:00:00 2005 and 2024-06-01T10:00:00.123Z, took 10:20:30", "at <TIME> and <TIME>, took <TIME>"),

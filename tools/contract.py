@@ -11,6 +11,20 @@ LOG_REQUIRED = ("ts", "service", "level", "message")
 LOG_OPTIONAL = ("error_kind", "endpoint", "latency_ms", "region", "trace_id")
 EVENT_REQUIRED = ("ts", "service", "kind", "description")
 
+# Level names as logging libraries write them -> the product's levels (others are kept upper-cased).
+LEVEL_MAP = {
+    "WARNING": "WARN",
+    "ERR": "ERROR",
+    "FATAL": "ERROR",
+    "CRITICAL": "ERROR",
+    "CRIT": "ERROR",
+    "EMERG": "ERROR",
+    "EMERGENCY": "ERROR",
+    "ALERT": "ERROR",
+    "SEVERE": "ERROR",  # java.util.logging
+    "PANIC": "ERROR",
+}
+
 
 class InputError(ValueError):
     """An input file cannot be loaded. ``str(e)`` names the file and, if relevant, the column."""
@@ -38,6 +52,14 @@ def sql_ident(name: str) -> str:
 def sql_literal(text: str) -> str:
     """A quoted SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def level_sql(text: str) -> str:
+    """A DuckDB expression normalising a VARCHAR level: upper-cased, ``LEVEL_MAP`` applied,
+    empty -> NULL."""
+    u = f"upper(trim({text}))"
+    whens = " ".join(f"WHEN {sql_literal(k)} THEN {sql_literal(v)}" for k, v in LEVEL_MAP.items())
+    return f"(CASE {u} WHEN '' THEN NULL {whens} ELSE {u} END)"
 
 
 def duckdb_message(exc: BaseException) -> str:

@@ -54,6 +54,7 @@ class DetectorSettings:
     baseline_minutes: float = 61.0
     wide_baseline_minutes: float = 481.0
     baseline_min_points: int = 9
+    slow_baseline_minutes: float = 1440.0
     max_mask_share: float = 0.25
     seasonal_gain: float = 0.8
     severity_cap_z: float = 20.0
@@ -167,6 +168,8 @@ def slot_profiles(values: np.ndarray, seconds: np.ndarray, period_s: float, step
     return np.nan_to_num(own), np.nan_to_num(np.where(np.isnan(crossed), own, crossed))
 
 
+# The slow trend is used only when the data holds this many of its widths.
+SLOW_SPANS = 4
 # A part of the period needs this many residuals for a scale of its own.
 MIN_SAMPLES_PER_PART = 30
 
@@ -269,7 +272,24 @@ def robust_z(values: np.ndarray, seconds: np.ndarray, step_s: float, settings: D
             flagged = np.abs(z) >= max(threshold, settings.edge_z)
             note = f"deviations cover over {settings.max_mask_share:.0%} of the range: only the most extreme {settings.max_mask_share:.0%} were kept out of its baseline"
         masked = flagged | ~finite
+    slow = int(settings.slow_baseline_minutes * points_per_minute) | 1
+    if n >= SLOW_SPANS * slow:
+        z = _with_slow_deviations(z, values, seasonal, masked, slow, floor)
     return SeriesFit(z, used, float(masked.mean()), note)
+
+
+def _with_slow_deviations(z: np.ndarray, values: np.ndarray, seasonal: np.ndarray, masked: np.ndarray, width: int, floor: float) -> np.ndarray:
+    """`z`, or where larger, the deviation from a much slower trend (a day): a drift that takes
+    hours to build (a cooling failure, a leak) is followed by the fast trend and never stands out
+    from it, but it does from where the series sat a day around it."""
+    filled = pd.Series(np.where(masked, np.nan, values - seasonal)).interpolate(limit_direction="both").to_numpy()
+    residual = values - seasonal - centred_median(filled, width)
+    clean = residual[~masked & (residual != 0)]
+    if len(clean) < 10:
+        return z
+    scale = max(1.4826 * float(np.median(np.abs(clean - np.median(clean)))), floor, 1e-12)
+    slow_z = np.nan_to_num(residual / scale)
+    return np.where(np.abs(slow_z) > np.abs(z), slow_z, z)
 
 
 def directional(z: np.ndarray, direction: Direction) -> np.ndarray:

@@ -16,7 +16,9 @@ Tables created (all ``ts`` are naive ``TIMESTAMP`` in UTC):
   trace_id, message_key UBIGINT)``: optional columns missing from the file are NULL; other
   extra columns are ignored. ``message_key`` is ``hash(service, message, level, error_kind)``
   (``MESSAGE_KEY_SQL``): equal for lines whose four texts are equal. ``level`` is
-  upper-cased, WARNING->WARN, ERR/FATAL/CRITICAL/CRIT/EMERG/ALERT->ERROR.
+  upper-cased, WARNING->WARN, ERR/FATAL/CRITICAL/CRIT/EMERG/ALERT/SEVERE/PANIC->ERROR
+  (``tools.contract.LEVEL_MAP``), and read from the line when no column gives it. Container
+  wrappers are removed and multi-line records joined (``tools.sources.logformats``).
   Empty strings become NULL (except in ``message``). Sorted by ts (file order among equal ts).
 * ``events(ts, service, kind, description)``: from the optional events file, else empty.
 
@@ -46,6 +48,7 @@ from tools.contract import (
     LOG_REQUIRED,
     InputError,
     duckdb_message,
+    level_sql,
     one_row,
     sql_ident,
     sql_literal,
@@ -70,20 +73,10 @@ SPILL_SUFFIX = ".spill"
 # A 64-bit hash: distinct texts share a key only by a hash collision (probability about
 # n^2 / 2^65 for n distinct messages: 3e-8 for a million).
 MESSAGE_KEY_SQL = "hash(service, message, level, error_kind)"
+_TS_TEXT = "_ts_text"  # a column of logs while it is built (see _text_table)
 
 # Values of a text column that mean "no value" for a numeric column.
 _NULL_TOKENS = ("", "nan", "null", "none", "na", "n/a")
-
-_LEVEL_MAP = {
-    "WARNING": "WARN",
-    "ERR": "ERROR",
-    "FATAL": "ERROR",
-    "CRITICAL": "ERROR",
-    "CRIT": "ERROR",
-    "EMERG": "ERROR",
-    "EMERGENCY": "ERROR",
-    "ALERT": "ERROR",
-}
 
 # Common alternative names, used for "did you mean" hints next to difflib's close matches.
 _SYNONYMS = {
@@ -194,12 +187,6 @@ def _text_expr(col: str, keep_empty: bool = False) -> str:
     return f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
 
 
-def _level_expr(col: str) -> str:
-    u = f"upper(trim(CAST({col} AS VARCHAR)))"
-    whens = " ".join(f"WHEN {sql_literal(k)} THEN {sql_literal(v)}" for k, v in _LEVEL_MAP.items())
-    return f"(CASE {u} WHEN '' THEN NULL {whens} ELSE {u} END)"
-
-
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -219,6 +206,7 @@ class _Source:
     flatten: str | None = None  # loki | otlp | ndjson export, flattened by tools.sources
     fields: dict[str, str] = field(default_factory=dict)  # log column -> source field
     sql: str | None = None  # the flattened or field-mapped relation, once built
+    offsets: list[str] | None = None  # text offsets other than UTC, when found while loading
 
     def _path_lit(self) -> str:
         return sql_literal(str(self.path))
@@ -329,7 +317,10 @@ def _time_offsets(con, sources: dict[str, _Source | None]) -> dict[str, list[str
 
     found = {}
     for name, src in sources.items():
-        if src is not None and src.ctype("ts") == "VARCHAR":
+        if src is not None and src.offsets is not None:
+            if src.offsets:
+                found[name] = src.offsets
+        elif src is not None and src.ctype("ts") == "VARCHAR":
             # Values ending in Z are UTC (text_offsets leaves them out): a suffix test skips
             # them before its regex, which otherwise runs on every line of the file.
             ts = src.col("ts")
@@ -385,16 +376,22 @@ def _read_error(src: _Source, exc: BaseException, what: str) -> str:
     return f"{what}: {duckdb_message(exc)}"
 
 
+def _candidates(src: _Source, column: str, required: tuple[str, ...]) -> list[str]:
+    """Columns of src that look like a misnamed `column` (synonyms, then close spellings)."""
+    found_norm = list(src.columns)
+    candidates = [f for f in found_norm if f in _SYNONYMS.get(column, ()) and f not in required]
+    candidates += [f for f in difflib.get_close_matches(column, found_norm, n=2, cutoff=0.6)
+                   if f not in required and f not in candidates]
+    return candidates
+
+
 def _require(src: _Source, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in src.columns]
     if not missing:
         return
-    found_norm = list(src.columns)
     hints = []
     for m in missing:
-        candidates = [f for f in found_norm if f in _SYNONYMS.get(m, ()) and f not in required]
-        candidates += [f for f in difflib.get_close_matches(m, found_norm, n=2, cutoff=0.6)
-                       if f not in required and f not in candidates]
+        candidates = _candidates(src, m, required)
         if candidates:
             orig = src.columns[candidates[0]][0]
             hints.append(f"found column '{orig}': did you mean {m}? (rename it to '{m}')")
@@ -510,21 +507,28 @@ def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
             if kind == "ts":
                 expr = _ts_expr(c, t)
             elif kind == "level":
-                expr = _level_expr(c)
+                expr = level_sql(f"CAST({c} AS VARCHAR)")
             elif kind == "double":
                 expr = _double_expr(c, t)
             else:
                 expr = _text_expr(c, keep_empty=(kind == "message"))
         exprs.append(f"{expr} AS {sql_ident(name)}")
     names = ", ".join(sql_ident(name) for name, _ in spec)
+    as_view = src.files is not None and table == "logs"
+    if table == "logs" and not as_view and src.ctype("ts") == "VARCHAR":
+        # The text of each timestamp not in UTC's Z, for _time_offsets: kept beside its line
+        # while the table is built, so that the file is not parsed a second time for it.
+        ts = src.col("ts")
+        exprs.append(f"CASE WHEN NOT suffix(trim({ts}), 'Z') THEN {ts} END AS {_TS_TEXT}")
     select = f"SELECT {', '.join(exprs)} FROM {src.relation_sql()}"
     if table == "logs":
+        # Wrappers, levels written in the line, multi-line records (tools.sources.logformats).
+        select = logformats.shaped_lines_sql(select, internal=not as_view)
         # One integer per line naming its distinct (service, message, level, error_kind), so
         # that tools.logscan groups 8-byte keys instead of the message text: a few percent of
         # a load (0.08 CPU-s per million lines), paid once rather than in every scan.
         select = f"SELECT *, {MESSAGE_KEY_SQL} AS message_key FROM ({select})"
         names += ", message_key"
-    as_view = src.files is not None and table == "logs"
     if as_view:
         # A log dataset stays where it is: a view over its files (no sort, no copy). Metrics
         # and events are small and copied like any file.
@@ -537,6 +541,13 @@ def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
         f"SELECT count(*), count(*) FILTER (WHERE ts IS NULL) FROM {table}").fetchone()
     if null_ts:
         _raise_bad_ts(con, src)
+    if table == "logs" and not as_view:
+        if _TS_TEXT in _table_columns(con, table):
+            src.offsets = text_offsets(con, f"(SELECT {_TS_TEXT} FROM {table} WHERE {_TS_TEXT} IS NOT NULL)",
+                                       _TS_TEXT)
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {_TS_TEXT}")
+        logformats.check_wrappers(con, src.label, table)
+        rows -= logformats.join_records(con, table, [name for name, _ in spec], MESSAGE_KEY_SQL)
     if not as_view and not _in_time_order(con, table):
         _sort_by_time(con, table, names)
     present = []
@@ -548,6 +559,10 @@ def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
             continue  # a key we added ourselves counts only if some record had it
         present.append(w)
     return rows, present
+
+
+def _table_columns(con, table: str) -> list[str]:
+    return [str(r[0]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
 
 
 def _in_time_order(con, table: str) -> bool:
@@ -569,13 +584,21 @@ def _sort_by_time(con, table: str, names: str) -> None:
 
 
 def _load_logs(con, src: _Source) -> tuple[int, list[str]]:
-    _require(src, LOG_REQUIRED)
+    # Without a level column the level is read from each line (tools.sources.logformats); a
+    # column that looks like a misnamed level (severity, lvl) is pointed out instead of ignored.
+    from_lines = "level" not in src.columns and not _candidates(src, "level", LOG_REQUIRED)
+    _require(src, tuple(c for c in LOG_REQUIRED if not (from_lines and c == "level")))
     spec = [("ts", "ts"), ("service", "text"), ("level", "level"), ("message", "message"),
             ("error_kind", "text"), ("endpoint", "text"), ("latency_ms", "double"),
             ("region", "text"), ("trace_id", "text")]
     rows, present = _text_table(con, src, "logs", spec, LOG_OPTIONAL)
     if rows == 0:
         raise InputError(src.label, "no data rows (the file has only a header)")
+    if from_lines and not one_row(con.execute("SELECT count(level) FROM logs"))[0]:
+        raise InputError(src.label, "no level column, and no line gives a level in its text (looked "
+                         "for level=..., a JSON level/severity field, glog's I/W/E/F prefix and level "
+                         "words such as ERROR or WARN); add a level column or map one with --log-field "
+                         f"level=FIELD; columns found: {src.found()}", column="level")
     if "latency_ms" in present:
         # Single bad latency values become NULL; a column with no number at all is an error.
         if not con.execute("SELECT count(latency_ms) FROM logs").fetchone()[0]:

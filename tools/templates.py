@@ -14,12 +14,14 @@ or split one event on its variables, whatever the threshold; see ``mine_template
 import re
 from collections import Counter, defaultdict
 
-# A number or a clock time is masked only at the start of a token: preceded by the start or by a
-# character that cannot be part of a word (so `node-129` and `core.12` keep their number, and the
-# hyphen is not a minus sign), and followed by a word boundary or a short unit (so `jk2_init()` and
-# `SOCKS5` keep theirs, and a hex id starting with digits is not cut into a number).
+# A number or a clock time is masked only where a token or a part of one starts: preceded by the
+# start or by a character that is not a letter, digit or underscore (`node-129` -> `node-<NUM>`,
+# `core.12` -> `core.<NUM>`: the hyphen is kept, not read as a minus; per-host and per-client
+# names would otherwise make every line its own message), and followed by a word boundary or a
+# short unit (so `jk2_init()` and `SOCKS5` keep theirs, and a hex id starting with digits is not
+# cut into a number).
 # RE2 (DuckDB) has no lookbehind, so the preceding character is captured and put back (\1).
-_START = r"(^|[^A-Za-z0-9_.-])"
+_START = r"(^|[^A-Za-z0-9_])"
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 # (RE2-compatible pattern, replacement), applied in order, identically in Python and DuckDB.
 # Ids before numbers so that an id containing digits becomes one token, not a soup of <NUM>s.
@@ -37,6 +39,9 @@ MASKS: tuple[tuple[str, str], ...] = (
     (_START + r"\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,9})?\b", r"\1<TIME>"),
     (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b", "<IP>"),
     (_START + r"[A-Za-z]+_\d+\b", r"\1<ID>"),
+    # A name ending in three or more digits is a name plus a number (`u394029`, `host0042`); one
+    # or two digits are part of the name (`SOCKS5`, `ipv6`, `jk2`).
+    (_START + r"([A-Za-z]+)\d{3,}\b", r"\1\2<NUM>"),
     # Any decimal, however long, is a number, and so is one with a unit (`10ms`, `2.5s`: the
     # unit is kept); hex is 0x-prefixed, or 8+ hex digits with a letter (an all-decimal run became
     # a number just before): one class per kind of field.
@@ -90,15 +95,25 @@ def mine_templates(messages: list[str]) -> dict[str, str]:
     for message in sorted(set(messages)):
         tokens = message.split()
         by_length[len(tokens)].append((message, tokens))
+    # Whether a token is a mask, once per distinct token: the same words recur in most messages.
+    is_mask: dict[str, bool] = {}
     for length, members in by_length.items():
         frequency = Counter((i, t) for _, tokens in members for i, t in enumerate(tokens))
         groups: dict[tuple, list[tuple[str, list[str]]]] = defaultdict(list)
         for message, tokens in members:
-            words = [(i, t) for i, t in enumerate(tokens) if not _PLACEHOLDER.fullmatch(t)]
-            counts = Counter(frequency[w] for w in words)
+            words = []
+            for w in enumerate(tokens):
+                mask = is_mask.get(w[1])
+                if mask is None:
+                    mask = is_mask[w[1]] = _PLACEHOLDER.fullmatch(w[1]) is not None
+                if not mask:
+                    words.append((w, frequency[w]))
+            counts: dict[int, int] = {}
+            for _, f in words:
+                counts[f] = counts.get(f, 0) + 1
             # ties to the more frequent words: a group as large as the evidence allows
             common = max(counts, key=lambda f: (counts[f], f), default=None)
-            groups[tuple(w for w in words if frequency[w] == common)].append((message, tokens))
+            groups[tuple(w for w, f in words if f == common)].append((message, tokens))
         for group in groups.values():
             out.update(_refine(group, length))
     return out

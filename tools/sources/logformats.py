@@ -1,4 +1,5 @@
-"""Log exports flattened by DuckDB into the loader's log columns.
+"""Log exports flattened by DuckDB into the loader's log columns, and the shapes of a log line
+every source shares (container wrappers, levels in the text, multi-line records: see below).
 
 Formats (``--log-format``; ``auto`` looks at the file name, then at the start of a .json file):
 
@@ -6,7 +7,7 @@ Formats (``--log-format``; ``auto`` looks at the file name, then at the start of
   ``[nanosecond epoch, line(, metadata)]``). Columns come from stream labels, then from
   structured metadata / parsed labels: service from ``service``, ``service_name``, ``app``,
   ``application``, ``job``, ``container``, ``component``; level from ``level``,
-  ``detected_level``, ``severity``, ``lvl`` (else ``level=...`` in the line); trace_id from
+  ``detected_level``, ``severity``, ``lvl`` (else from the line, see "shapes of a line"); trace_id from
   ``trace_id``/``traceID``. The line is the message.
 * ``otlp``: OpenTelemetry OTLP/JSON logs (``resourceLogs[].scopeLogs[].logRecords[]``), one
   document or one per line (the collector's file exporter). ts from ``timeUnixNano`` (else
@@ -38,6 +39,7 @@ from tools.contract import (
     LOG_REQUIRED,
     InputError,
     duckdb_message,
+    level_sql,
     one_row,
     sql_ident,
     sql_literal,
@@ -52,6 +54,9 @@ __all__ = [
     "json_path",
     "mapped_relation_sql",
     "sniff_json_format",
+    "shaped_lines_sql",
+    "check_wrappers",
+    "join_records",
 ]
 
 LOG_FORMATS = ("auto", "csv", "ndjson", "loki", "otlp", "parquet")
@@ -191,9 +196,6 @@ def _loki_sql(path: Path, compression: str, fields: dict[str, str]) -> str:
     for column, names in _LOKI_LABELS.items():
         names = (fields[column],) if column in fields else names
         cols[column] = _first([label(n) for n in names])
-    if "level" not in fields:
-        cols["level"] = (f"coalesce({cols['level']}, "
-                         f"NULLIF(regexp_extract(v[2]->>'$', {sql_literal(_LEVEL_IN_LINE)}, 1), ''))")
     select = ", ".join(f"CAST({expr} AS VARCHAR) AS {c}" for c, expr in cols.items())
     return (f"WITH doc AS (SELECT data FROM {_read_typed(path, compression, {'data': _LOKI_DATA})}), "
             f"streams AS (SELECT unnest(data.result) AS s FROM doc "
@@ -293,3 +295,135 @@ def _missing_hint(con, base: str, fmt: str, column: str, fields: dict[str, str])
     looked = json_path(fields.get(column, column))
     return (f"no record has a value at {looked}; map the column with --log-field "
             f"{column}=PATH.TO.FIELD (dotted, or a JSONPath starting with $)")
+
+
+# --------------------------------------------------------------------------- shapes of a line
+#
+# Applied to every source (CSV, Parquet, NDJSON, Loki, OTLP), after its columns are mapped, in
+# this order:
+#
+# 1. A container runtime's wrapper is removed: a Docker json-file record
+#    ``{"log": "text\n", "stream": "stderr", "time": "..."}`` becomes ``text``; a CRI
+#    (containerd, CRI-O) line ``2016-10-06T00:17:09.669794202Z stdout F text`` becomes ``text``,
+#    and a ``P`` (partial) line is joined with the lines after it up to the next ``F``.
+# 2. A message that is a JSON object gives its ``message`` / ``msg`` as the message, and its
+#    ``level`` / ``severity`` / ``lvl`` / ``levelname`` as the level when no column gives one.
+# 3. No level column (or an empty level): the level is read from the line: ``level=warn`` /
+#    ``"severity": "error"``, glog's ``W0612 10:00:00.123`` (I/W/E/F), else the first level word
+#    in capitals (``ERROR``, ``WARN``, ``SEVERE``...), else a bracketed one (``[error]``).
+# 4. Multi-line records are joined into one line (text joined by newlines; ts, level and the
+#    other columns of its first line): a line continues the previous line of its service (and
+#    stream) when it is a stack frame (whitespace + ``at ``, ``Caused by:``, ``Suppressed:``,
+#    ``... N more``), or when it has no timestamp of its own in a service that writes stack
+#    frames and starts most other lines with a timestamp (the exception line after
+#    ``10:00:01.234 ERROR ... with root cause``). A Java failure is then one ERROR line whose text starts with its error and
+#    exception, not dozens of ``at org.springframework...`` lines. A Parquet dataset read in
+#    place (a view) gets steps 1-3 only.
+
+# Internal columns of the logs table while it is built; dropped before the load ends.
+STREAM, PARTIAL = "_stream", "_partial"
+_NEWLINES = "chr(13) || chr(10)"
+_CRI = (r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d) (stdout|stderr) ([FP])(?: (.*))?$")
+_JSON_LEVEL_KEYS = ("level", "severity", "lvl", "levelname", "loglevel")
+_GLOG_LEVEL = r"^([IWEF])\d{4} \d\d:\d\d:\d\d"
+_LEVEL_WORD = r"\b(TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|FATAL|CRITICAL|CRIT|SEVERE|ALERT|EMERG|PANIC)\b"
+_LEVEL_BRACKET = r"(?i)\[(trace|debug|info|notice|warn|warning|error|crit|alert|emerg)\]"
+_FRAME = r"^(?:\s+at \S|\s*Caused by: |\s*Suppressed: |\s*\.\.\. \d+ (?:more|common frames omitted))"
+_OWN_TIME = (r"^\[?(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d|\d{4}/\d\d/\d\d \d\d:\d\d|\d{1,2}:\d\d:\d\d|"
+             r"[IWEF]\d{4} \d\d:\d\d|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d)")
+_DOCKER_PREFIX = '{"log":'
+
+
+def _extract(text: str, pattern: str) -> str:
+    return f"NULLIF(regexp_extract({text}, {sql_literal(pattern)}, 1), '')"
+
+
+def _level_in_text(text: str) -> str:
+    glog = f"CASE {_extract(text, _GLOG_LEVEL)} WHEN 'I' THEN 'INFO' WHEN 'W' THEN 'WARN' ELSE 'ERROR' END"
+    glog = f"CASE WHEN regexp_matches({text}, {sql_literal(_GLOG_LEVEL)}) THEN {glog} END"
+    return level_sql(_first([_extract(text, _LEVEL_IN_LINE), glog, _extract(text, _LEVEL_WORD),
+                             _extract(text, _LEVEL_BRACKET)]))
+
+
+def shaped_lines_sql(select: str, internal: bool = True) -> str:
+    """The log relation `select` (the loader's columns, level normalised or NULL) with steps
+    1-3 applied; with `internal`, plus the stream and partial-line columns step 4 needs."""
+    # Cheap prefix tests first: JSON parsing and regexes run only on lines that can match, and
+    # TRY_CAST, because DuckDB may evaluate a JSON accessor before the condition guarding it.
+    as_json = "CASE WHEN starts_with(message, '{') THEN TRY_CAST(message AS JSON) END"
+    cri = ("CASE WHEN substr(message, 5, 1) = '-' AND substr(message, 11, 1) = 'T' "
+           f"THEN regexp_extract(message, {sql_literal(_CRI)}, ['stream', 'tag', 'text']) END")
+    unwrapped = (f"SELECT * EXCLUDE (_docker, _json, _cri) REPLACE ("
+                 f"CASE WHEN _docker THEN rtrim(_json->>'log', {_NEWLINES}) "
+                 f"WHEN _cri.tag <> '' THEN _cri.text ELSE message END AS message), "
+                 f"CASE WHEN _docker THEN _json->>'stream' WHEN _cri.tag <> '' THEN _cri.stream END AS {STREAM}, "
+                 f"coalesce(_cri.tag = 'P', false) AS {PARTIAL} "
+                 f"FROM (SELECT *, coalesce(json_type(_json, '$.log') = 'VARCHAR', false) AS _docker "
+                 f"FROM (SELECT *, {as_json} AS _json, {cri} AS _cri FROM ({select})))")
+    keys = _first([f"_json->>{sql_literal(k)}" for k in _JSON_LEVEL_KEYS])
+    structured = (f"SELECT * EXCLUDE (_json) REPLACE ("
+                  f"coalesce(_json->>'message', _json->>'msg', message) AS message, "
+                  f"CASE WHEN level IS NULL THEN {level_sql(keys)} ELSE level END AS level) "
+                  f"FROM (SELECT *, {as_json} AS _json FROM ({unwrapped}))")
+    leveled = (f"SELECT * REPLACE (CASE WHEN level IS NULL THEN {_level_in_text('message')} "
+               f"ELSE level END AS level) FROM ({structured})")
+    return leveled if internal else f"SELECT * EXCLUDE ({STREAM}, {PARTIAL}) FROM ({leveled})"
+
+
+def check_wrappers(con: duckdb.DuckDBPyConnection, label: str, table: str) -> None:
+    """A line that starts like a Docker json-file record but is not valid JSON (a cut or
+    hand-edited line) is an error naming its data row; `table` is still in file order."""
+    found = con.execute(
+        f"SELECT rowid + 1, message FROM {table} WHERE starts_with(message, {sql_literal(_DOCKER_PREFIX)}) "
+        f"AND NOT json_valid(message) ORDER BY rowid LIMIT 1").fetchone()
+    if found:
+        text = found[1] if len(found[1]) <= 80 else found[1][:77] + "..."
+        raise InputError(label, f"data row {found[0]}: a Docker json-file record must be one JSON object "
+                         f'{{"log": "...", "stream": "...", "time": "..."}}; got {text!r}', column="message")
+
+
+def join_records(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], key_sql: str) -> int:
+    """Step 4 on `table` (in file order, with the internal columns, which are dropped);
+    `key_sql` recomputes the per-line key of a joined record. Returns how many lines were
+    joined into the line before them."""
+    own_time = f"regexp_matches(message, {sql_literal(_OWN_TIME)})"
+    frame = f"regexp_matches(message, {sql_literal(_FRAME)})"
+    # One pass decides whether anything is to be joined; most files have nothing, and then
+    # the table is left as it is (the rebuild below costs two window passes and a sort).
+    per_service = con.execute(
+        f"SELECT service, count(*) FILTER (WHERE {PARTIAL}), count(*) FILTER (WHERE kind = 1), "
+        f"count(*) FILTER (WHERE kind = 2), count(*) FILTER (WHERE kind = 0) FROM "
+        f"(SELECT service, {PARTIAL}, CASE WHEN {frame} THEN 1 WHEN {own_time} THEN 2 ELSE 0 END AS kind "
+        f"FROM {table}) GROUP BY service").fetchall()
+    # Lines without their own timestamp continue a record only in a service that writes stack
+    # traces and starts most other lines with a timestamp: elsewhere such a line is more often
+    # a message that merely does not start with a time than the second line of a record.
+    timed = [s for s, _, frames, with_time, without in per_service if frames and with_time > without]
+    if not any(partial or frames or (s in timed and without) for s, partial, frames, _, without in per_service):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {STREAM}")
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {PARTIAL}")
+        return 0
+    window = f"(PARTITION BY service, {STREAM} ORDER BY _row)"
+    after_partial = f"coalesce(lag({PARTIAL}) OVER {window}, false)"
+    timed_list = ", ".join(sql_literal(s) for s in timed) or "NULL"
+    continues = (f"lag(_row) OVER {window} IS NOT NULL AND ({after_partial} OR {frame} "
+                 f"OR (service IN ({timed_list}) AND NOT {own_time}))")
+    # The rest of a partial line follows it directly; a continuation line after a newline.
+    marked = (f"SELECT *, {continues} AS _continues, CASE WHEN {after_partial} THEN '' ELSE chr(10) END "
+              f"AS _separator FROM (SELECT *, rowid AS _row FROM {table})")
+    numbered = (f"SELECT *, sum(CASE WHEN _continues THEN 0 ELSE 1 END) OVER "
+                f"(PARTITION BY service, {STREAM} ORDER BY _row ROWS UNBOUNDED PRECEDING) AS _record "
+                f"FROM ({marked})")
+    exprs = {c: f"arg_min_null({sql_ident(c)}, _row)" for c in columns}
+    exprs["message"] = ("string_agg(CASE WHEN _continues THEN _separator ELSE '' END || message, '' "
+                        "ORDER BY _row)")
+    # The record's level is its first line's, else the first level among its lines.
+    exprs["level"] = "coalesce(arg_min_null(level, _row), arg_min(level, _row))"
+    select = ", ".join(f"{expr} AS {sql_ident(c)}" for c, expr in exprs.items())
+    con.execute(f"CREATE TABLE _records AS SELECT *, {key_sql} AS message_key FROM ("
+                f"SELECT {select} FROM ({numbered}) GROUP BY service, {STREAM}, _record ORDER BY min(_row))")
+    lines = one_row(con.execute(f"SELECT count(*) FROM {table}"))[0]
+    records = one_row(con.execute("SELECT count(*) FROM _records"))[0]
+    con.execute(f"DROP TABLE {table}")
+    con.execute(f"ALTER TABLE _records RENAME TO {table}")
+    return int(lines - records)
