@@ -126,7 +126,7 @@ def test_causal_detection_counts_at_the_run_that_first_reports_the_window():
 
 # Floors at the measured values (evals/nab_results.md), so a change that loses ground on NAB
 # fails here; the target of the detection issue (>= 72) is far above them.
-PRODUCT_FLOORS = {"standard": 45.0, "reward_low_FP_rate": 36.0, "reward_low_FN_rate": 50.0}
+PRODUCT_FLOORS = {"standard": 50.0, "reward_low_FP_rate": 41.0, "reward_low_FN_rate": 55.0}
 
 
 def test_product_on_the_real_nab_series_holds_its_measured_score():

@@ -243,7 +243,9 @@ def render_timeline(db_path: str, pm: Postmortem, path: Path) -> None:
         label += " · other incident windows in orange"
     fig.suptitle(f"{pm.title}\n{label}; dashed lines = change events", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    # zlib level 1, not the default 6: the same pixels, saved in 0.31 instead of 0.42 CPU-s on
+    # the benchmark machine, in a file about a fifth larger.
+    fig.savefig(path, dpi=110, format="png", pil_kwargs={"compress_level": 1})
 
 
 def write_postmortem(pm: Postmortem, db_path: str, out_dir: str | Path) -> dict[str, str]:

@@ -423,20 +423,24 @@ def test_excursions_routine_for_the_range_are_set_aside():
     assert d.windows[0].surprise >= DetectorSettings().surprise_z > max(w.surprise for w in d.set_aside)
 
 
-def test_a_drift_that_builds_over_hours_is_seen_against_the_day_around_it():
-    # Six days at 5-minute steps; a 16-hour sag builds slowly to 12 x the noise and recovers. The
-    # 8-hour trend follows such a drift (every point is close to its own neighbourhood); the
-    # day-wide trend does not.
+def test_a_level_that_shifts_and_stays_is_seen_against_what_came_before():
+    # Six days at 5-minute steps: a CPU that jumps from 17% to 27% and stays there for two days
+    # (noise 0.7), and a sag that builds over eight hours. A centred median keeps a step's edge
+    # (the new level is its own baseline at once) and follows a slow drift; the median of the
+    # hours before does neither.
     n = 6 * 288
     rng = np.random.default_rng(15)
-    values = 80 + rng.normal(0, 1, n)
+    values = 17 + rng.normal(0, 0.7, n)
+    values[2 * 288 : 4 * 288] += 10
     sag = np.r_[np.linspace(0, 12, 96), np.linspace(12, 0, 96)]
-    values[3 * 288 : 3 * 288 + 192] -= sag
-    df = pd.DataFrame({"ts": pd.date_range(T0, periods=n, freq="5min"), "temperature": values})
+    values[5 * 288 - 192 : 5 * 288] -= sag
+    df = pd.DataFrame({"ts": pd.date_range(T0, periods=n, freq="5min"), "cpu": values})
 
     d = detect_windows(df)
 
-    assert d.incident_detected
-    sag_start, sag_end = T0 + pd.Timedelta(days=3), T0 + pd.Timedelta(days=3, hours=16)
-    assert any(sag_start <= w.start < sag_end for w in d.windows)
-    assert detect_windows(df, DetectorSettings(slow_baseline_minutes=1e9)).windows == [], "without the day-wide trend it is missed"
+    starts = sorted(w.start for w in d.windows)
+    shift, drift = T0 + pd.Timedelta(days=2), T0 + pd.Timedelta(days=5) - pd.Timedelta(hours=16)
+    assert any(minutes_off(s, shift) <= 10 for s in starts), starts
+    assert any(drift <= s < drift + pd.Timedelta(hours=8) for s in starts), starts
+    blind = detect_windows(df, DetectorSettings(level_shift_minutes=1e9)).windows
+    assert not any(minutes_off(w.start, shift) <= 10 for w in blind), "without the look back the shift is missed"

@@ -254,11 +254,12 @@ def test_a_service_name_inside_another_is_not_a_mention(tmp_path):
     assert _mentions(tmp_path, ("cart", "cart-api"), ("cart-api",)) == {"cart-api"}
 
 
-def test_scan_by_message_key_equals_the_scan_by_text(scenario_dir, tmp_path):
-    """The loader's per-line message_key lets the scan group integers: same groups, same
-    findings as grouping the text. A Parquet dataset's logs are a view without rowid: text."""
+def test_scan_of_the_pattern_index_equals_the_scan_by_text(scenario_dir, tmp_path):
+    """The loader's pattern index lets the scan read only the window's lines, as integers:
+    same groups, same findings as grouping and masking the text, for every subset of the
+    levels. A Parquet dataset's logs are a view the loader does not index: text."""
     from tools.loader import load_sources
-    from tools.logscan import has_message_key, scan_sql
+    from tools.logscan import PROBLEM_LEVELS, is_indexed, scan_sql
 
     folder = scenario_dir("conn_pool_exhaustion", 1)
     truth = pd.read_json(folder / "truth.json", typ="series")
@@ -266,13 +267,14 @@ def test_scan_by_message_key_equals_the_scan_by_text(scenario_dir, tmp_path):
     table_db = tmp_path / "table.duckdb"
     load_sources(table_db, folder / "metrics.csv", folder / "logs.csv", folder / "events.csv")
     with connect_readonly(table_db) as con:
-        assert has_message_key(con)
-        by_key = con.execute(scan_sql(keyed=True), {"ws": start, "we": end}).df()
-        by_text = con.execute(scan_sql(keyed=False), {"ws": start, "we": end}).df()
-        assert len(by_key) > 10 and by_key["window_count"].sum() > 0
-        pd.testing.assert_frame_equal(by_key, by_text)
-        keyed_scan = log_pattern_scan(con, start, end)
-        assert "message_key" in keyed_scan["sql"]
+        assert is_indexed(con)
+        for levels in (PROBLEM_LEVELS, ("ERROR",), ("WARN",)):
+            by_index = con.execute(scan_sql(levels, indexed=True), {"ws": start, "we": end}).df()
+            by_text = con.execute(scan_sql(levels, indexed=False), {"ws": start, "we": end}).df()
+            assert len(by_index) > 3 and by_index["window_count"].sum() > 0
+            pd.testing.assert_frame_equal(by_index.drop(columns=["template", "mentions"]), by_text)
+        indexed_scan = log_pattern_scan(con, start, end)
+        assert "pattern_id" in indexed_scan["sql"]
 
     dataset = tmp_path / "logs"
     dataset.mkdir()
@@ -281,8 +283,8 @@ def test_scan_by_message_key_equals_the_scan_by_text(scenario_dir, tmp_path):
     view_db = tmp_path / "view.duckdb"
     load_sources(view_db, folder / "metrics.csv", dataset, folder / "events.csv")
     with connect_readonly(view_db) as con:
-        assert not has_message_key(con)
+        assert not is_indexed(con)
         view_scan = log_pattern_scan(con, start, end)
-    assert "message_key" not in view_scan["sql"]
+    assert "pattern_id" not in view_scan["sql"]
     assert {k: v for k, v in view_scan.items() if k != "sql"} == {
-        k: v for k, v in keyed_scan.items() if k != "sql"}
+        k: v for k, v in indexed_scan.items() if k != "sql"}

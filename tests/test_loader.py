@@ -31,7 +31,7 @@ METRICS_EXPECTED = [
     (datetime(2024, 6, 1, 10, 2), 130.0, 300.0, 0.05, 0.7),
 ]
 LOG_COLUMNS = ["ts", "service", "level", "message", "error_kind", "endpoint", "latency_ms",
-               "region", "trace_id", "message_key"]
+               "region", "trace_id", "message_key", "pattern_id"]
 LOGS = [
     {"ts": "2024-06-01T10:00:05Z", "service": "checkout", "level": "info", "message": "ok",
      "error_kind": "", "endpoint": "/pay", "latency_ms": 12.5, "region": "eu", "trace_id": "t1"},
@@ -102,8 +102,9 @@ def write(path, rows, columns=None):
 
 
 def dump(db_path, table):
-    """The table's rows; for logs without message_key (checked by test_message_key_names_the_texts)."""
-    columns = "* EXCLUDE (message_key)" if table == "logs" else "*"
+    """The table's rows; for logs without message_key and pattern_id (checked by
+    test_message_key_names_the_texts and test_pattern_id_names_the_masked_problem_messages)."""
+    columns = "* EXCLUDE (message_key, pattern_id)" if table == "logs" else "*"
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         return con.execute(f"SELECT {columns} FROM {table}").fetchall()
@@ -169,7 +170,7 @@ def test_every_format_loads_the_same_data(tmp_path, ext):
         ("ts", "TIMESTAMP"), ("service", "VARCHAR"), ("level", "VARCHAR"),
         ("message", "VARCHAR"), ("error_kind", "VARCHAR"), ("endpoint", "VARCHAR"),
         ("latency_ms", "DOUBLE"), ("region", "VARCHAR"), ("trace_id", "VARCHAR"),
-        ("message_key", "UBIGINT")]
+        ("message_key", "UBIGINT"), ("pattern_id", "UINTEGER")]
     assert columns_of(db, "events") == [("ts", "TIMESTAMP"), ("service", "VARCHAR"),
                                         ("kind", "VARCHAR"), ("description", "VARCHAR")]
     assert sorted(os.listdir(tmp_path)) == sorted(
@@ -479,7 +480,7 @@ def test_big_logs_sorted_by_ts_with_file_order_among_equal_ts(tmp_path):
 
 def test_message_key_names_the_texts(tmp_path):
     """Lines share a message_key exactly when their service, message, level and error_kind
-    are equal: tools.logscan groups by it instead of the text."""
+    are equal: tools.logscan.index_patterns groups by it instead of the text."""
     logs = [dict(r) for r in LOGS] + [dict(LOGS[0], ts="2024-06-01T10:00:09Z", trace_id="t9")]
     db = tmp_path / "x.duckdb"
     load_sources(db, write(tmp_path / "m.csv", METRICS), write(tmp_path / "l.csv", logs))
@@ -491,3 +492,29 @@ def test_message_key_names_the_texts(tmp_path):
     finally:
         con.close()
     assert lines == len(logs) and keys == texts == len(LOGS)
+
+
+def test_pattern_id_names_the_masked_problem_messages(tmp_path):
+    """WARN and ERROR lines share a pattern_id exactly when their service, masked message, level
+    and error_kind are equal, and log_patterns holds that masked message; other lines have none."""
+    from tools.templates import mask_message
+
+    logs = [dict(r) for r in LOGS] + [
+        dict(LOGS[1], ts="2024-06-01T10:00:07Z", message="slow 1200 ms on /api/v2"),
+        dict(LOGS[1], ts="2024-06-01T10:00:08Z", message="slow 35 ms on /api/v2"),
+        dict(LOGS[1], ts="2024-06-01T10:00:09Z", message="slow 35 ms on /api/v3"),
+        dict(LOGS[0], ts="2024-06-01T10:00:10Z", message="ok 7")]
+    db = tmp_path / "x.duckdb"
+    load_sources(db, write(tmp_path / "m.csv", METRICS), write(tmp_path / "l.csv", logs))
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("SELECT l.service, l.message, l.level, l.error_kind, l.pattern_id, p.masked "
+                           "FROM logs l LEFT JOIN log_patterns p USING (pattern_id)").fetchall()
+    finally:
+        con.close()
+    problems = [r for r in rows if r[2] in ("WARN", "ERROR")]
+    assert len(problems) == 5 and all(r[4] is None for r in rows if r not in problems)
+    assert all(r[5] == mask_message(r[1]) for r in problems)
+    groups = {r[4]: (r[0], r[5], r[2], r[3]) for r in problems}
+    assert len(groups) == len(set(groups.values())) == len({(r[0], r[5], r[2], r[3]) for r in problems})
+    assert {r[5] for r in problems} >= {"slow <NUM> ms on /api/v2", "slow <NUM> ms on /api/v3"}

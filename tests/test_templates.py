@@ -3,7 +3,18 @@
 import duckdb
 import pytest
 
-from tools.templates import MAX_CONSTANT_WORDS, mask_message, mask_sql, mine_service_templates, mine_templates, template_regex
+from tools.templates import (
+    MAX_CONSTANT_WORDS,
+    mask_message,
+    mask_skeleton,
+    mask_sql,
+    mine_service_templates,
+    mine_templates,
+    refill_sql,
+    skeleton,
+    skeleton_sql,
+    template_regex,
+)
 
 TRICKY = [
     "request 3f2a9c1e-1b2c-4d5e-8f90-abcdef012345 failed after 1500 ms",
@@ -44,6 +55,36 @@ def sql_masks(messages: list[str]) -> list[str]:
 
 def test_python_masking_equals_duckdb_masking():
     assert [mask_message(m) for m in TRICKY] == sql_masks(TRICKY)
+
+
+SKELETON_CASES = TRICKY + [
+    "GET /api/v1/items/12 took 5 ms", "resize 2x4 to 1x5", "flags 0x1f and 5x10", "u394029 ipv6 jk2 v12",
+    "foo_bar_1 x_12 00000000 0000 12345678", "é1 ü22 v3 ñ0x5 日本5x9", "1e5 3rd 10ms at 12:34",
+]
+
+
+def test_a_skeleton_masks_every_message_it_stands_for():
+    """mask_skeleton's pieces and offsets rebuild mask_message of every message of the
+    skeleton, in Python and in DuckDB (refill_sql), and DuckDB's skeleton is Python's."""
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE m(i INTEGER, message VARCHAR)")
+        con.executemany("INSERT INTO m VALUES (?, ?)", list(enumerate(SKELETON_CASES)))
+        assert [r[0] for r in con.execute(f"SELECT {skeleton_sql('message')} FROM m ORDER BY i").fetchall()] == [
+            skeleton(m) for m in SKELETON_CASES]
+        traced = [mask_skeleton(skeleton(m)) for m in SKELETON_CASES]
+        for message, (pieces, offsets) in zip(SKELETON_CASES, traced):
+            assert pieces[0] + "".join(message[o - 1] + p for o, p in zip(offsets, pieces[1:])) == mask_message(message)
+        con.execute("CREATE TABLE t AS SELECT unnest($1::VARCHAR[]) AS message, unnest($2::VARCHAR[][]) AS pieces, "
+                    "unnest($3::INTEGER[][]) AS offsets",
+                    [SKELETON_CASES, [t[0] for t in traced], [t[1] for t in traced]])
+        refilled = [r[0] for r in con.execute(f"SELECT {refill_sql('message', 'pieces', 'offsets')} FROM t").fetchall()]
+    finally:
+        con.close()
+    assert refilled == [mask_message(m) for m in SKELETON_CASES]
+    # the digits of a version and of a name survive masking; 2x4 is no hex though 0x4 is
+    assert mask_skeleton(skeleton("GET /api/v1/items/12"))[1] == [len("GET /api/v1")]  # 1-based
+    assert skeleton("resize 2x4") == "resize 1x1" and skeleton("resize 24") == "resize 00"
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ class DetectorSettings:
     baseline_minutes: float = 61.0
     wide_baseline_minutes: float = 481.0
     baseline_min_points: int = 9
-    slow_baseline_minutes: float = 1440.0
+    level_shift_minutes: float = 481.0
     max_mask_share: float = 0.25
     seasonal_gain: float = 0.8
     severity_cap_z: float = 20.0
@@ -168,8 +168,8 @@ def slot_profiles(values: np.ndarray, seconds: np.ndarray, period_s: float, step
     return np.nan_to_num(own), np.nan_to_num(np.where(np.isnan(crossed), own, crossed))
 
 
-# The slow trend is used only when the data holds this many of its widths.
-SLOW_SPANS = 4
+# Level shifts are looked for only when the data holds this many of their windows.
+SHIFT_SPANS = 4
 # A part of the period needs this many residuals for a scale of its own.
 MIN_SAMPLES_PER_PART = 30
 
@@ -272,24 +272,27 @@ def robust_z(values: np.ndarray, seconds: np.ndarray, step_s: float, settings: D
             flagged = np.abs(z) >= max(threshold, settings.edge_z)
             note = f"deviations cover over {settings.max_mask_share:.0%} of the range: only the most extreme {settings.max_mask_share:.0%} were kept out of its baseline"
         masked = flagged | ~finite
-    slow = int(settings.slow_baseline_minutes * points_per_minute) | 1
-    if n >= SLOW_SPANS * slow:
-        z = _with_slow_deviations(z, values, seasonal, masked, slow, floor)
+    shift_window = int(settings.level_shift_minutes * points_per_minute) | 1
+    if n >= SHIFT_SPANS * shift_window:
+        z = _with_level_shifts(z, values, seasonal, masked, shift_window, floor)
     return SeriesFit(z, used, float(masked.mean()), note)
 
 
-def _with_slow_deviations(z: np.ndarray, values: np.ndarray, seasonal: np.ndarray, masked: np.ndarray, width: int, floor: float) -> np.ndarray:
-    """`z`, or where larger, the deviation from a much slower trend (a day): a drift that takes
-    hours to build (a cooling failure, a leak) is followed by the fast trend and never stands out
-    from it, but it does from where the series sat a day around it."""
-    filled = pd.Series(np.where(masked, np.nan, values - seasonal)).interpolate(limit_direction="both").to_numpy()
-    residual = values - seasonal - centred_median(filled, width)
-    clean = residual[~masked & (residual != 0)]
+def _with_level_shifts(z: np.ndarray, values: np.ndarray, seasonal: np.ndarray, masked: np.ndarray, width: int, floor: float) -> np.ndarray:
+    """`z`, or where larger, the deviation from the median of the `width` samples before each one.
+
+    A centred median keeps a step's edge: a level that shifts and stays (a CPU that jumps from
+    17% to 27% for days, a drift that builds over hours) becomes its own baseline at once and
+    never stands out. Against what came before it does, for a window's length after the shift.
+    """
+    before = pd.Series(values - seasonal).interpolate(limit_direction="both").shift(1)
+    residual = values - seasonal - before.rolling(width, min_periods=max(3, width // 4)).median().bfill().to_numpy()
+    clean = residual[~masked & (residual != 0) & np.isfinite(residual)]
     if len(clean) < 10:
         return z
     scale = max(1.4826 * float(np.median(np.abs(clean - np.median(clean)))), floor, 1e-12)
-    slow_z = np.nan_to_num(residual / scale)
-    return np.where(np.abs(slow_z) > np.abs(z), slow_z, z)
+    shift_z = np.nan_to_num(residual / scale)
+    return np.where(np.abs(shift_z) > np.abs(z), shift_z, z)
 
 
 def directional(z: np.ndarray, direction: Direction) -> np.ndarray:

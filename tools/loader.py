@@ -13,9 +13,11 @@ Tables created (all ``ts`` are naive ``TIMESTAMP`` in UTC):
   (``"P95 (ms)"`` -> ``p95_ms``). NaN / NULL / empty values are stored as NULL; a column that
   has no value at all is dropped.
 * ``logs(ts, service, level, message, error_kind, endpoint, latency_ms DOUBLE, region,
-  trace_id, message_key UBIGINT)``: optional columns missing from the file are NULL; other
-  extra columns are ignored. ``message_key`` is ``hash(service, message, level, error_kind)``
-  (``MESSAGE_KEY_SQL``): equal for lines whose four texts are equal. ``level`` is
+  trace_id, message_key UBIGINT, pattern_key UBIGINT)``: optional columns missing from the file
+  are NULL; other extra columns are ignored. ``message_key`` is ``hash(service, message, level,
+  error_kind)`` (``MESSAGE_KEY_SQL``): equal for lines whose four texts are equal.
+  ``pattern_key`` names a WARN/ERROR line's masked message in the tables ``log_patterns`` and
+  ``log_pattern_messages`` (``tools.logscan.index_patterns``), NULL on other lines. ``level`` is
   upper-cased, WARNING->WARN, ERR/FATAL/CRITICAL/CRIT/EMERG/ALERT/SEVERE/PANIC->ERROR
   (``tools.contract.LEVEL_MAP``), and read from the line when no column gives it. Container
   wrappers are removed and multi-line records joined (``tools.sources.logformats``).
@@ -54,6 +56,7 @@ from tools.contract import (
     sql_literal,
 )
 from tools.inputcheck import leading_bytes_problem, read_error_explanation
+from tools.logscan import index_patterns
 from tools.sources import datasets, logformats
 from tools.sources.timezones import text_offsets
 
@@ -525,8 +528,8 @@ def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
         # Wrappers, levels written in the line, multi-line records (tools.sources.logformats).
         select = logformats.shaped_lines_sql(select, internal=not as_view)
         # One integer per line naming its distinct (service, message, level, error_kind), so
-        # that tools.logscan groups 8-byte keys instead of the message text: a few percent of
-        # a load (0.08 CPU-s per million lines), paid once rather than in every scan.
+        # that tools.logscan.index_patterns groups 8-byte keys instead of the message text: a
+        # few percent of a load (0.08 CPU-s per million lines).
         select = f"SELECT *, {MESSAGE_KEY_SQL} AS message_key FROM ({select})"
         names += ", message_key"
     if as_view:
@@ -608,6 +611,9 @@ def _load_logs(con, src: _Source) -> tuple[int, list[str]]:
                 raise InputError(src.label, f"no numeric value in the column (data row "
                                  f"{found[0]}: {_short(found[1])})",
                                  column=src.columns["latency_ms"][0])
+    if src.files is None:
+        # Once per load, so that every scan groups integers (a dataset's view stays unindexed).
+        index_patterns(con)
     return rows, present
 
 
