@@ -172,12 +172,19 @@ def resumable_on_failure(args: argparse.Namespace, thread_id: str, store: Path) 
                          f"once that is fixed (or with another --out), finish it with: {resume_command(args, thread_id)}") from exc
 
 
+SHOWN_COLUMNS = 12
+
+
 def describe(node: str, update: dict | None) -> str:
     if not update:
         return "done"
     if node == "load" and "load_summary" in update:
         s = update["load_summary"]
-        return f"{s['metrics_rows']} metric rows ({', '.join(s['metric_columns'])}), {s['log_rows']} log lines, {s['event_rows']} events"
+        # A per-pod export has hundreds of columns: the first few name the shape well enough.
+        cols = s["metric_columns"]
+        shown = ", ".join(cols[:SHOWN_COLUMNS]) + (f" and {len(cols) - SHOWN_COLUMNS} more" if len(cols) > SHOWN_COLUMNS else "")
+        services = f" for {len(s['metric_services'])} services" if s.get("metric_services") else ""
+        return f"{s['metrics_rows']} metric rows ({shown}){services}, {s['log_rows']} log lines, {s['event_rows']} events"
     if node == "detect":
         d = update["detection"]
         if not d.window:
@@ -266,7 +273,7 @@ def metrics_input(args: argparse.Namespace, settings: Configuration, thread_id: 
         given = ["--" + name.replace("_", "-") for name in PROMETHEUS_ONLY_FLAGS if getattr(args, name, None)]
         if given:
             raise ValueError(f"{', '.join(given)} need --prometheus URL (the metrics come from --metrics {args.metrics})")
-        return {"metrics": str(Path(args.metrics).resolve())}
+        return {"metrics": path_input(args.metrics)}
     queries: dict[str, str] = {}
     step = args.step
     if args.queries:
@@ -288,9 +295,9 @@ def metrics_input(args: argparse.Namespace, settings: Configuration, thread_id: 
     return {"metrics": str(write_metrics(frame, path)), "metrics_source": source}
 
 
-def logs_input(logs: str) -> str:
-    """A file or Parquet directory as an absolute path; a glob pattern stays a pattern."""
-    return os.path.abspath(os.path.expanduser(logs)) if is_dataset(logs) and has_glob(logs) else str(Path(logs).resolve())
+def path_input(path: str) -> str:
+    """A file or directory as an absolute path; a glob pattern stays a pattern."""
+    return os.path.abspath(os.path.expanduser(path)) if is_dataset(path) and has_glob(path) else str(Path(path).resolve())
 
 
 def parse_log_fields(flags: list[str]) -> dict[str, str]:
@@ -315,9 +322,11 @@ def investigate(args: argparse.Namespace, config: RunnableConfig, out_dir: str) 
         app = build_graph(saver)
         if app.get_state(config).values:
             raise CheckpointError(f"thread {thread_id} already exists; use `incident-graph resume` or a new --thread-id")
-        inputs = {**metrics_input(args, settings, thread_id), "logs": logs_input(args.logs)}
+        inputs = {**metrics_input(args, settings, thread_id), "logs": path_input(args.logs)}
         if args.events:
             inputs["events"] = str(Path(args.events).resolve())
+        if getattr(args, "service_map", None):
+            inputs["service_map"] = str(Path(args.service_map).resolve())
         log_format = getattr(args, "log_format", "auto")
         if log_format != "auto":
             inputs["log_format"] = log_format
@@ -518,7 +527,10 @@ def parser() -> argparse.ArgumentParser:
     inv = sub.add_parser("investigate", help="investigate metrics + logs (+ events)")
     metrics = inv.add_argument_group("metrics (one of --metrics FILE or --prometheus URL)")
     source = metrics.add_mutually_exclusive_group(required=True)
-    source.add_argument("--metrics", help="CSV/TSV/Parquet/NDJSON file: ts + numeric columns")
+    source.add_argument("--metrics", help="CSV/TSV/Parquet/NDJSON file, or a folder / glob of per-pod files: ts + numeric "
+                        "columns, optionally per service or pod (see the README's metric layouts)")
+    metrics.add_argument("--service-map", metavar="FILE", help="CSV pod,service or JSON {pod or glob: service}: which service "
+                         "a pod belongs to (default: its name without Kubernetes' hash or ordinal suffix)")
     source.add_argument("--prometheus", metavar="URL", help="Prometheus-compatible server (http://host:9090); read with /api/v1/query_range")
     metrics.add_argument("--query", action="append", metavar="NAME=PROMQL", help="a named PromQL query; the name becomes the metrics column (repeatable)")
     metrics.add_argument("--queries", metavar="FILE.yaml", help="named queries: 'queries: {NAME: PROMQL}' (optional 'step: 60s')")

@@ -304,6 +304,8 @@ class LoadRecord(BaseModel):
     time_offsets: dict[str, list[str]] = Field(
         default_factory=dict, description="Offsets other than UTC the text timestamps of each input were written in."
     )
+    service_metric_rows: int = Field(default=0, description="Rows of the per-service metrics table service_metrics.")
+    metric_services: list[str] = Field(default_factory=list, description="The services the metrics were given per service or pod for.")
 
 
 class InputsRecord(BaseModel):
@@ -314,6 +316,7 @@ class InputsRecord(BaseModel):
     events: str | None = None
     log_format: str | None = Field(default=None, exclude_if=_unset)
     log_fields: dict[str, str] | None = Field(default=None, exclude_if=_unset)
+    service_map: str | None = Field(default=None, exclude_if=_unset, description="--service-map: pod or pattern -> service.")
     metrics_source: dict[str, Any] | None = Field(
         default=None, exclude_if=_unset, description="--prometheus: server (without credentials), queries, range, step."
     )

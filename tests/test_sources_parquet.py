@@ -197,7 +197,8 @@ def test_metrics_and_events_datasets_are_copied_and_logs_stay_a_view(dataset, tm
         duckdb.execute(f"COPY (SELECT * FROM read_csv('{folder / name}.csv')) TO '{tmp_path / name}/part-0.parquet'")
     summary = load_sources(tmp_path / "db.duckdb", tmp_path / "metrics", root, tmp_path / "events")
     kinds = dict(run_sql(tmp_path / "db.duckdb", "SELECT table_name, table_type FROM information_schema.tables").rows)
-    assert kinds == {"metrics": "BASE TABLE", "events": "BASE TABLE", "logs": "VIEW", "source_files": "BASE TABLE"}
+    assert kinds == {"metrics": "BASE TABLE", "service_metrics": "BASE TABLE", "events": "BASE TABLE", "logs": "VIEW",
+                     "source_files": "BASE TABLE"}
     assert summary.metrics_rows == len(pd.read_csv(folder / "metrics.csv"))
     assert summary.event_rows == len(pd.read_csv(folder / "events.csv"))
     assert run_sql(tmp_path / "db.duckdb", "SELECT count(*) FROM events").rows[0][0] == summary.event_rows

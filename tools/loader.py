@@ -11,7 +11,15 @@ Tables created (all ``ts`` are naive ``TIMESTAMP`` in UTC):
   sorted by ts. ``rps``, ``p95_ms``, ``error_rate`` are the recognised names; any other numeric
   column is kept as a generic signal. Column names are normalised to lower snake case
   (``"P95 (ms)"`` -> ``p95_ms``). NaN / NULL / empty values are stored as NULL; a column that
-  has no value at all is dropped.
+  has no value at all is dropped. Metrics given per service or pod (``_metric_layout``: long
+  ``ts, service|pod|instance, metric, value``; wide per entity ``ts, service|pod|instance,
+  <numeric columns>``; a folder or glob of such files, the file name giving the pod when no
+  column does and files share timestamps) become one column ``<service>:<metric>`` each, the
+  mean over the service's pods on one time grid; a ``<service>:<metric>`` column of a wide file
+  keeps that name. Pods map to services with ``tools.sources.pods`` (or a service map).
+* ``service_metrics(ts, service, instance, metric, value DOUBLE)``: every value given per service
+  or pod, raw ts, the pod in ``instance`` (NULL when only a service was given); empty for a
+  global wide table.
 * ``logs(ts, service, level, message, error_kind, endpoint, latency_ms DOUBLE, region,
   trace_id, message_key UBIGINT, pattern_key UBIGINT)``: optional columns missing from the file
   are NULL; other extra columns are ignored. ``message_key`` is ``hash(service, message, level,
@@ -58,6 +66,7 @@ from tools.contract import (
 from tools.inputcheck import leading_bytes_problem, read_error_explanation
 from tools.logscan import index_patterns
 from tools.sources import datasets, logformats
+from tools.sources.pods import ServiceMap
 from tools.sources.timezones import text_offsets
 
 log = logging.getLogger(__name__)
@@ -115,6 +124,9 @@ class LoadSummary:
     # Offsets other than UTC the text timestamps were written in, per input ({"logs":
     # ["+02:00"]}); the tables hold UTC. Inputs written in UTC (Z, naive, epoch) are not listed.
     time_offsets: dict[str, list[str]] = field(default_factory=dict)
+    # Per-service metrics (table service_metrics): its rows and the services it names, sorted.
+    service_metric_rows: int = 0
+    metric_services: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- SQL helpers
@@ -210,6 +222,8 @@ class _Source:
     fields: dict[str, str] = field(default_factory=dict)  # log column -> source field
     sql: str | None = None  # the flattened or field-mapped relation, once built
     offsets: list[str] | None = None  # text offsets other than UTC, when found while loading
+    # A metrics folder or glob: the column each row's file path is read into (see _METRIC_FILE).
+    file_column: str | None = None
 
     def _path_lit(self) -> str:
         return sql_literal(str(self.path))
@@ -225,17 +239,21 @@ class _Source:
     def relation_sql(self) -> str:
         if self.sql is not None:
             return f"({self.sql})"
-        if self.files is not None:
-            from tools.sources.datasets import (
-                parquet_relation_sql,  # tools.sources imports us
-            )
-            return parquet_relation_sql(self.files)
+        if self.files is not None and self.fmt == "parquet":
+            return datasets.parquet_relation_sql(self.files, self.file_column)
         p = self._path_lit()
         if self.fmt in ("csv", "tsv"):
             delim = "," if self.fmt == "csv" else "\t"
+            many = ""
+            if self.files is not None:
+                # A metrics folder: one relation over its files, columns aligned by name and
+                # compression chosen per file from its extension.
+                p = "[" + ", ".join(sql_literal(str(f)) for f in self.files) + "]"
+                many = f", union_by_name=true, filename={sql_literal(self.file_column or 'filename')}"
+            compression = "auto" if self.files is not None else self.compression
             return (f"read_csv({p}, header=true, all_varchar=true, delim={sql_literal(delim)}, "
-                    f"quote='\"', escape='\"', compression={sql_literal(self.compression)}, "
-                    f"ignore_errors=false, null_padding=false)")
+                    f"quote='\"', escape='\"', compression={sql_literal(compression)}, "
+                    f"ignore_errors=false, null_padding=false{many})")
         if self.fmt == "parquet":
             return f"read_parquet({p})"
         cols = ", ".join(f"{sql_literal(o)}: 'VARCHAR'" for o, _ in self.columns.values())
@@ -316,6 +334,30 @@ def _precheck(file: str | Path, allow_empty: bool = False, log_format: str = "au
                    compression=compression, flatten=flatten, fields=dict(fields or {}))
 
 
+def _precheck_metrics(file: str | Path) -> _Source:
+    """A metrics file, or a folder (searched recursively) or glob of CSV / TSV / Parquet files
+    of one format, read as one relation whose rows carry their file (see _metric_layout)."""
+    if not datasets.is_dataset(file):
+        return _precheck(file)
+    label = str(file)
+    pattern = Path(file).expanduser() / "**" / "*" if Path(file).expanduser().is_dir() else file
+    matched = datasets.matching_files(label, pattern)
+    formats: dict[str, str] = {}
+    for real, name in matched:
+        fmt = _detect_format(real, name)[0]
+        if fmt not in ("csv", "tsv", "parquet"):
+            raise InputError(label, f"a metrics folder or glob holds CSV, TSV or Parquet files; found {name}: narrow the glob")
+        formats.setdefault(fmt, name)
+    if len(formats) > 1:
+        raise InputError(label, "a metrics folder or glob holds files of one format; found "
+                         + " and ".join(f"{name} ({fmt})" for fmt, name in formats.items()))
+    files = [real for real, _ in matched]
+    for real, name in matched:
+        if real.stat().st_size == 0:
+            raise InputError(name, "file is empty (0 bytes)")
+    return _Source(label=label, path=Path(file), fmt=next(iter(formats)), files=files, file_column=_METRIC_FILE)
+
+
 def _time_offsets(con, sources: dict[str, _Source | None]) -> dict[str, list[str]]:
 
     found = {}
@@ -366,6 +408,8 @@ def _describe(con: duckdb.DuckDBPyConnection, src: _Source, allow_no_rows: bool)
             raise InputError(src.label, f"columns {cols[norm][0]!r} and {name!r} both map to "
                              f"{norm!r} (names are matched case-insensitively)", column=str(name))
         cols[norm] = (str(name), str(duck_type))
+    if src.file_column is not None:
+        cols.pop(_norm_name(src.file_column), None)  # ours, not the user's
     src.columns = cols
     return True
 
@@ -443,19 +487,75 @@ def _raise_bad_ts(con, src: _Source) -> None:
 
 # --------------------------------------------------------------------------- tables
 
-def _load_metrics(con, src: _Source) -> list[str]:
-    _require(src, ("ts",))
-    rel = src.relation_sql()
-    candidates = [n for n in src.columns if n != "ts"]
+# Metric layouts (see load_sources): an entity column names a service as written, or a pod /
+# instance that is mapped to its service (tools.sources.pods).
+_SERVICE_COLUMN = "service"
+_INSTANCE_COLUMNS = ("pod", "pod_name", "podname", "instance")
+_LONG_COLUMNS = ("metric", "value")
+SERVICE_SEP = ":"  # metrics columns of one service: "<service>:<metric>"
+# The column a metrics folder's rows carry their file path in (dropped from the tables).
+_METRIC_FILE = "_metrics_file_"
+# A per-pod file name's usual tail, left out of the entity taken from the name.
+_FILE_TAIL = re.compile(r"[_-]metrics?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a metrics input is read. kind: wide (today's global table, maybe with
+    <service>:<metric> columns), entity (ts, an entity column or the file, numeric columns) or
+    long (ts, entity, metric, value)."""
+
+    kind: Literal["wide", "entity", "long"]
+    service: str | None = None  # normalised name of the service column
+    instance: str | None = None  # normalised name of the pod / instance column
+    from_file: bool = False  # the entity is the file name
+
+
+def _metric_layout(con, src: _Source) -> _Layout:
+    service = _SERVICE_COLUMN if _SERVICE_COLUMN in src.columns else None
+    instance = next((c for c in _INSTANCE_COLUMNS if c in src.columns), None)
+    from_file = service is None and instance is None and src.file_column is not None and _files_overlap(con, src)
+    entity = service is not None or instance is not None or from_file
+    if all(c in src.columns for c in _LONG_COLUMNS):
+        if not entity:
+            raise InputError(src.label, "a long metrics file (metric, value columns) needs a service, pod or instance "
+                             f"column saying whose each value is; columns found: {src.found()}", column="service")
+        return _Layout("long", service, instance, from_file)
+    return _Layout("entity" if entity else "wide", service, instance, from_file)
+
+
+def _files_overlap(con, src: _Source) -> bool:
+    """Whether two files of a metrics folder hold the same timestamp: then they are parallel
+    series (one per pod, the entity is each file's name); files that split one time range
+    (one per day) are one table."""
+    pairs, times = one_row(con.execute(
+        f"SELECT count(*), count(DISTINCT t) FROM (SELECT DISTINCT {sql_ident(_METRIC_FILE)}, {src.col('ts')} AS t "
+        f"FROM {src.relation_sql()})"))
+    return bool(pairs > times)
+
+
+def _file_entity(path: str) -> str:
+    """A per-pod file's entity: its name without extensions or a _metric(s) tail
+    ('checkout-7d9f8b6c5d-x2k4q_metric.csv.gz' -> 'checkout-7d9f8b6c5d-x2k4q')."""
+    return _FILE_TAIL.sub("", Path(path).name.split(".")[0])
+
+
+def _numeric_columns(con, src: _Source, candidates: list[str], besides: str = "ts",
+                     rule: str | None = None) -> list[str]:
+    """The candidate columns that hold values, after checking every value is a number and
+    every ts parses. besides: the columns that are not metrics (for messages); rule: what a
+    non-numeric value breaks."""
+    rule = rule or f"every metrics column except {besides} must be numeric"
     if not candidates:
-        raise InputError(src.label, f"no metric column besides ts; columns found: {src.found()}")
+        raise InputError(src.label, f"no metric column besides {besides}; columns found: {src.found()}")
+    rel = src.relation_sql()
     ts_conv = _ts_expr(src.col("ts"), src.ctype("ts"))
     parts = ["count(*)", f"count(*) FILTER (WHERE ({ts_conv}) IS NULL)"]
     for n in candidates:
         c, t = src.col(n), src.ctype(n)
         parts.append(f"count(*) FILTER (WHERE {_has_value_expr(c, t)})")
         parts.append(f"count(*) FILTER (WHERE {_not_a_number_cond(c, t)})")
-    stats = con.execute(f"SELECT {', '.join(parts)} FROM {rel}").fetchone()
+    stats = one_row(con.execute(f"SELECT {', '.join(parts)} FROM {rel}"))
     total, bad_ts = stats[0], stats[1]
     if total == 0:
         raise InputError(src.label, "no data rows (the file has only a header)")
@@ -464,12 +564,12 @@ def _load_metrics(con, src: _Source) -> list[str]:
         values, bad = stats[2 + 2 * i], stats[3 + 2 * i]
         c, t = src.col(n), src.ctype(n)
         if bad:
-            found = _first_bad_row(con, src, c, _not_a_number_cond(c, t))
+            blamed = _blamed(con, src, _not_a_number_cond(c, t))
+            found = _first_bad_row(con, blamed, blamed.col(n), _not_a_number_cond(blamed.col(n), blamed.ctype(n)))
             where = f" at data row {found[0]}: {_short(found[1])}" if found else ""
             raise InputError(
-                src.label,
-                f"non-numeric value{where} ({bad} of {values} values are not numbers); every "
-                f"metrics column except ts must be numeric",
+                blamed.label,
+                f"non-numeric value{where} ({bad} of {values} values are not numbers); {rule}",
                 column=src.columns[n][0],
             )
         if values == 0:
@@ -477,16 +577,153 @@ def _load_metrics(con, src: _Source) -> list[str]:
             continue
         kept.append(n)
     if not kept:
-        raise InputError(src.label, f"no metric column with values besides ts; columns found: "
-                         f"{src.found()}")
+        raise InputError(src.label, f"no metric column with values besides {besides}; columns found: {src.found()}")
     if bad_ts:
-        _raise_bad_ts(con, src)
-    inner = ", ".join([f"{ts_conv} AS ts"]
-                      + [f"{_double_expr(src.col(n), src.ctype(n))} AS {sql_ident(n)}" for n in kept])
-    outer = ", ".join(["ts"] + [f"avg({sql_ident(n)}) AS {sql_ident(n)}" for n in kept])
-    con.execute(f"CREATE TABLE metrics AS SELECT {outer} FROM (SELECT {inner} FROM {rel}) "
-                f"GROUP BY ts ORDER BY ts")
+        _raise_bad_ts(con, _blamed(con, src, f"({ts_conv}) IS NULL"))
     return kept
+
+
+def _blamed(con, src: _Source, bad_cond: str) -> _Source:
+    """For a metrics folder, the one file whose row meets bad_cond (so that the error names the
+    file and its data row); any other source is itself."""
+    if src.file_column is None:
+        return src
+    row = con.execute(f"SELECT {sql_ident(_METRIC_FILE)} FROM {src.relation_sql()} WHERE {bad_cond} LIMIT 1").fetchone()
+    if row is None:
+        return src
+    one = _Source(label=str(row[0]), path=Path(row[0]), fmt=src.fmt, compression=_detect_format(Path(row[0]), str(row[0]))[2])
+    _describe(con, one, allow_no_rows=False)
+    return one
+
+
+def _load_metrics(con, src: _Source, service_map: ServiceMap) -> list[str]:
+    """Create ``metrics`` (the global wide table the detector reads) and ``service_metrics``
+    (one row per ts, service, instance, metric); returns the metrics columns."""
+    _require(src, ("ts",))
+    layout = _metric_layout(con, src)
+    con.execute("CREATE TABLE service_metrics(ts TIMESTAMP, service VARCHAR, instance VARCHAR, metric VARCHAR, "
+                "value DOUBLE)")
+    if layout.kind == "wide":
+        kept = _numeric_columns(con, src, [n for n in src.columns if n != "ts"])
+        return _wide_metrics(con, src, kept)
+    entity_cols = [c for c in (layout.service, layout.instance) if c]
+    besides = " and ".join(["ts"] + [src.columns[c][0] for c in entity_cols])
+    ts_conv = _ts_expr(src.col("ts"), src.ctype("ts"))
+    service = _text_expr(src.col(layout.service)) if layout.service else "CAST(NULL AS VARCHAR)"
+    if layout.instance:
+        instance = _text_expr(src.col(layout.instance))
+    elif layout.from_file:
+        instance = "_file_entity.entity"
+    else:
+        instance = "CAST(NULL AS VARCHAR)"
+    rel = src.relation_sql()
+    if layout.from_file:
+        files = [(str(f), _file_entity(str(f))) for f in src.files or []]
+        con.execute("CREATE TEMP TABLE _file_entity(file VARCHAR, entity VARCHAR)")
+        con.executemany("INSERT INTO _file_entity VALUES (?, ?)", files)
+        rel = f"{rel} AS _r JOIN _file_entity ON _r.{sql_ident(_METRIC_FILE)} = _file_entity.file"
+    if layout.kind == "long":
+        _numeric_columns(con, src, ["value"], besides, rule="the value column must be numeric")
+        metric = _text_expr(src.col("metric"))
+        _check_entities(con, src, [*entity_cols, "metric"])
+        con.execute(f"CREATE TEMP TABLE _long AS SELECT {ts_conv} AS ts, {service} AS _svc, {instance} AS _inst, "
+                    f"{metric} AS metric, {_double_expr(src.col('value'), src.ctype('value'))} AS value FROM {rel}")
+        con.execute("DELETE FROM _long WHERE value IS NULL")
+    else:
+        skip = {*entity_cols, "ts"}
+        kept = _numeric_columns(con, src, [n for n in src.columns if n not in skip], besides)
+        _check_entities(con, src, entity_cols)
+        keys = [(f"_c{i}", n) for i, n in enumerate(kept)]
+        values = ", ".join(f"{_double_expr(src.col(n), src.ctype(n))} AS {key}" for key, n in keys)
+        con.execute("CREATE TEMP TABLE _keys(_key VARCHAR, metric VARCHAR)")
+        con.executemany("INSERT INTO _keys VALUES (?, ?)", keys)
+        # UNPIVOT leaves out NULL values: a pod without a value at a ts has no row there.
+        con.execute(f"CREATE TEMP TABLE _long AS SELECT ts, _svc, _inst, metric, value FROM "
+                    f"(SELECT {ts_conv} AS ts, {service} AS _svc, {instance} AS _inst, {values} FROM {rel}) "
+                    f"UNPIVOT (value FOR _key IN ({', '.join(key for key, _ in keys)})) JOIN _keys USING (_key)")
+    _fill_service_metrics(con, src, service_map)
+    return _pivot_metrics(con)
+
+
+def _check_entities(con, src: _Source, columns: list[str]) -> None:
+    """Every row names its entity (and, in a long file, its metric): an empty one is an error."""
+    for n in columns:
+        c = src.col(n)
+        cond = f"({_text_expr(c)}) IS NULL"
+        if one_row(con.execute(f"SELECT count(*) FILTER (WHERE {cond}) FROM {src.relation_sql()}"))[0]:
+            blamed = _blamed(con, src, cond)
+            found = _first_bad_row(con, blamed, blamed.col(n), f"({_text_expr(blamed.col(n))}) IS NULL")
+            where = f" at data row {found[0]}" if found else ""
+            raise InputError(blamed.label, f"empty value{where}; every row must name its {n}", column=src.columns[n][0])
+
+
+def _fill_service_metrics(con, src: _Source, service_map: ServiceMap) -> None:
+    """_long (ts, _svc, _inst, metric, value) -> service_metrics: each pod mapped to its service
+    once (distinct pods are few), duplicates of one (ts, service, instance, metric) averaged."""
+    pods = [str(r[0]) for r in con.execute("SELECT DISTINCT _inst FROM _long WHERE _svc IS NULL").fetchall()]
+    con.execute("CREATE TEMP TABLE _pod_service(_inst VARCHAR, service VARCHAR)")
+    if pods:  # none when every row names its service
+        con.executemany("INSERT INTO _pod_service VALUES (?, ?)", [(p, service_map.service(p)) for p in pods])
+    con.execute("INSERT INTO service_metrics SELECT ts, coalesce(_svc, _pod_service.service) AS service, _inst AS instance, "
+                "metric, avg(value) FROM _long LEFT JOIN _pod_service USING (_inst) GROUP BY ALL "
+                "ORDER BY ts, service, instance, metric")
+    if not one_row(con.execute("SELECT count(*) FROM service_metrics"))[0]:
+        raise InputError(src.label, "no metric value in any row")
+
+
+def _pivot_metrics(con) -> list[str]:
+    """The global wide table from service_metrics: one column per <service>:<metric>, the mean
+    over the service's instances. Instances scraped at different seconds are put on one grid
+    first (the median spacing of a series, rounded as tools.detection.regular_grid does)."""
+    distinct, longest = one_row(con.execute(
+        "SELECT (SELECT count(DISTINCT ts) FROM service_metrics), "
+        "(SELECT max(n) FROM (SELECT count(DISTINCT ts) AS n FROM service_metrics GROUP BY service, instance))"))
+    bucket = "ts"
+    if distinct > longest:
+        spacing = one_row(con.execute(
+            "SELECT median(d) FROM (SELECT epoch(ts) - epoch(lag(ts) OVER (PARTITION BY service, instance ORDER BY ts)) AS d "
+            "FROM (SELECT DISTINCT service, instance, ts FROM service_metrics)) WHERE d > 0"))[0]
+        if spacing:
+            step = 60.0 * round(spacing / 60.0) if spacing >= 60 else max(float(round(spacing)), 1.0)
+            bucket = f"time_bucket(INTERVAL {int(step * 1e6)} MICROSECONDS, ts + INTERVAL {int(step * 5e5)} MICROSECONDS)"
+    keys = [f"{service}{SERVICE_SEP}{metric}" for service, metric in con.execute(
+        "SELECT DISTINCT service, metric FROM service_metrics ORDER BY service, metric").fetchall()]
+    listed = ", ".join(sql_literal(k) for k in keys)
+    con.execute(f"CREATE TABLE metrics AS PIVOT (SELECT ts, service || {sql_literal(SERVICE_SEP)} || metric AS k, avg(value) AS value "
+                f"FROM (SELECT {bucket} AS ts, service, instance, metric, avg(value) AS value FROM service_metrics GROUP BY ALL) "
+                f"GROUP BY ALL) ON k IN ({listed}) USING first(value) GROUP BY ts ORDER BY ts")
+    return keys
+
+
+def _wide_metrics(con, src: _Source, kept: list[str]) -> list[str]:
+    """Today's global wide table, one row per distinct ts (duplicates averaged). A column named
+    <service>:<metric> keeps that name and also fills service_metrics."""
+    ts_conv = _ts_expr(src.col("ts"), src.ctype("ts"))
+    names: dict[str, str] = {}
+    owned: dict[str, tuple[str, str]] = {}
+    for n in kept:
+        service, sep, metric = src.columns[n][0].partition(SERVICE_SEP)
+        if sep and service.strip() and _norm_name(metric):
+            owned[n] = (service.strip(), _norm_name(metric))
+            names[n] = f"{owned[n][0]}{SERVICE_SEP}{owned[n][1]}"
+        else:
+            names[n] = n
+    if len(set(names.values())) < len(names):
+        twice = next(v for v in names.values() if list(names.values()).count(v) > 1)
+        raise InputError(src.label, f"two columns both name the metric {twice!r}", column=twice)
+    inner = ", ".join([f"{ts_conv} AS ts"]
+                      + [f"{_double_expr(src.col(n), src.ctype(n))} AS {sql_ident(names[n])}" for n in kept])
+    outer = ", ".join(["ts"] + [f"avg({sql_ident(names[n])}) AS {sql_ident(names[n])}" for n in kept])
+    con.execute(f"CREATE TABLE metrics AS SELECT {outer} FROM (SELECT {inner} FROM {src.relation_sql()}) "
+                f"GROUP BY ts ORDER BY ts")
+    if owned:
+        con.execute("CREATE TEMP TABLE _owned(col VARCHAR, service VARCHAR, metric VARCHAR)")
+        con.executemany("INSERT INTO _owned VALUES (?, ?, ?)", [(names[n], s, m) for n, (s, m) in owned.items()])
+        cols = ", ".join(sql_ident(names[n]) for n in owned)
+        con.execute(f"INSERT INTO service_metrics SELECT ts, service, NULL, metric, value FROM "
+                    f"(SELECT ts, {cols} FROM metrics) UNPIVOT (value FOR col IN ({cols})) JOIN _owned USING (col) "
+                    f"ORDER BY ts, service, metric")
+    return [names[n] for n in kept]
 
 
 def _text_table(con, src: _Source, table: str, spec: list[tuple[str, str]],
@@ -643,7 +880,8 @@ def _iso_utc(value: datetime) -> str:
 
 def load_sources(db_path: str | Path, metrics_path: str | Path, logs_path: str | Path,
                  events_path: str | Path | None = None, *, log_format: str = "auto",
-                 log_fields: dict[str, str] | None = None) -> LoadSummary:
+                 log_fields: dict[str, str] | None = None,
+                 service_map: str | Path | None = None) -> LoadSummary:
     """Load the three inputs into a fresh DuckDB file at db_path (replacing it atomically).
 
     Any input may be a directory or glob of Parquet files; the logs of such a dataset become
@@ -659,7 +897,8 @@ def load_sources(db_path: str | Path, metrics_path: str | Path, logs_path: str |
     reading the old file.
     """
     db_path = Path(db_path)
-    metrics_src = _precheck(metrics_path)
+    metrics_src = _precheck_metrics(metrics_path)
+    pods = ServiceMap.read(service_map) if service_map is not None else ServiceMap()
     logs_src = _precheck(logs_path, log_format=log_format, fields=log_fields)
     events_src = _precheck(events_path, allow_empty=True) if events_path is not None else None
 
@@ -691,7 +930,7 @@ def load_sources(db_path: str | Path, metrics_path: str | Path, logs_path: str |
         # longer be data rows, and _text_table's time-order check would fail for sorted files.
         con.execute("SET disabled_optimizers = 'statistics_propagation,in_clause'")
         _describe(con, metrics_src, allow_no_rows=False)
-        metric_cols = _load_metrics(con, metrics_src)
+        metric_cols = _load_metrics(con, metrics_src, pods)
 
         current = logs_src
         _build_relation(con, logs_src)
@@ -711,6 +950,8 @@ def load_sources(db_path: str | Path, metrics_path: str | Path, logs_path: str |
         time_offsets = _time_offsets(con, {"metrics": metrics_src, "logs": logs_src,
                                            "events": events_src})
         metrics_rows, start, end = one_row(con.execute("SELECT count(*), min(ts), max(ts) FROM metrics"))
+        service_rows, services = one_row(con.execute(
+            "SELECT count(*), coalesce(list(DISTINCT service ORDER BY service), []) FROM service_metrics"))
         con.execute("CHECKPOINT")
         ok = True
     except InputError:
@@ -736,4 +977,6 @@ def load_sources(db_path: str | Path, metrics_path: str | Path, logs_path: str |
         end=_iso_utc(end),
         log_columns=log_cols,
         time_offsets=time_offsets,
+        service_metric_rows=int(service_rows),
+        metric_services=[str(s) for s in services],
     )

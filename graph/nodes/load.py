@@ -26,5 +26,6 @@ def load(state: IncidentState, config: RunnableConfig) -> dict:
     if settings.input_roots:  # set by the server: inputs must lie under its data directory or uploads
         files = confined_inputs([Path(root) for root in settings.input_roots.split(os.pathsep)], files)
     summary = load_sources(db_path, files["metrics"], files["logs"], files.get("events"),
-                           log_format=files.get("log_format", "auto"), log_fields=files.get("log_fields"))
+                           log_format=files.get("log_format", "auto"), log_fields=files.get("log_fields"),
+                           service_map=files.get("service_map"))
     return {"db_path": str(db_path), "load_summary": asdict(summary)}

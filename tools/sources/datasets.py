@@ -36,7 +36,7 @@ __all__ = [
     "parquet_relation_sql",
 ]
 
-FILE_INPUTS = ("metrics", "logs", "events")
+FILE_INPUTS = ("metrics", "logs", "events", "service_map")
 GLOB_CHARS = "*?["
 SOURCE_FILES_TABLE = "source_files"
 MAX_DATASET_FILES = 10_000
@@ -185,8 +185,10 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
-def parquet_relation_sql(files: list[Path]) -> str:
+def parquet_relation_sql(files: list[Path], file_column: str | None = None) -> str:
     """``read_parquet`` over exactly these files; ``key=value`` folders become columns and
-    files whose columns differ are aligned by name."""
+    files whose columns differ are aligned by name. With `file_column`, each row also carries
+    the path of its file in that column."""
     listed = ", ".join(sql_literal(str(f)) for f in files)
-    return f"read_parquet([{listed}], hive_partitioning=true, union_by_name=true)"
+    named = f", filename={sql_literal(file_column)}" if file_column else ""
+    return f"read_parquet([{listed}], hive_partitioning=true, union_by_name=true{named})"
