@@ -13,6 +13,7 @@ import pytest
 from tests.processes import run_cli
 from tools.contract import InputError
 from tools.loader import load_sources
+from tools.sources.datasets import confined_inputs
 from tools.sources.pods import ServiceMap, service_of
 
 LOGS = "ts,service,level,message\n2024-06-01T10:00:05Z,checkout,INFO,ok\n"
@@ -207,3 +208,14 @@ def test_cli_investigates_a_folder_of_per_pod_files_with_a_service_map(tmp_path)
     assert pm["metadata"]["data"]["metric_services"] == ["agent", "shop"]
     assert pm["incident_detected"] and pm["incident_window"]["start"].startswith("2024-06-01T11:2")
     assert png_size(out / "timeline.png")[1] < 110 * (1.9 * 12 + 1)  # 12 panels, not 16
+
+
+@pytest.mark.parametrize("given", ["../map.csv", "/etc/passwd", "sub/../../map.csv", "map\0.csv"])
+def test_a_service_map_outside_the_data_directory_is_refused_like_any_input(tmp_path, given):
+    # The server confines every file input; the service map is one (a path from an HTTP client).
+    root = tmp_path / "data"
+    root.mkdir()
+    write(tmp_path / "map.csv", "pod,service\na,b\n")
+    with pytest.raises(InputError):
+        confined_inputs([root], {"metrics": "m.csv", "service_map": given})
+    assert confined_inputs([root], {"service_map": "map.csv"})["service_map"] == str(root.resolve() / "map.csv")

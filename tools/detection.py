@@ -205,6 +205,16 @@ def resolution_floor(values: np.ndarray) -> float:
     return max(floor, 0.1 * 1.4826 * float(np.median(np.abs(active - np.median(active)))))
 
 
+def noise_spread(residual: np.ndarray, kept: np.ndarray) -> float | None:
+    """1.4826 x the MAD of the kept residuals, without the exactly-zero ones: those are the
+    samples a median was taken from (one of five days, the middle of a rolling window), which say
+    nothing about the noise and would shrink it. None when fewer than ten residuals are left."""
+    clean = residual[kept & (residual != 0) & np.isfinite(residual)]
+    if len(clean) < 10:
+        return None
+    return 1.4826 * float(np.median(np.abs(clean - np.median(clean))))
+
+
 def robust_z(values: np.ndarray, seconds: np.ndarray, step_s: float, settings: DetectorSettings = DetectorSettings()) -> SeriesFit:
     """Residual z-scores against a trend + seasonal baseline re-fitted without the anomalous points."""
     n = len(values)
@@ -214,11 +224,12 @@ def robust_z(values: np.ndarray, seconds: np.ndarray, step_s: float, settings: D
     if np.nanmax(values) == np.nanmin(values):
         return SeriesFit(np.zeros(n), note="constant over the whole range")
     points_per_minute = 60.0 / step_s
-    narrow = min(max(settings.baseline_min_points, int(settings.baseline_minutes * points_per_minute)) | 1, max(3, n // 2) | 1)
-    wide = min(max(narrow, int(settings.wide_baseline_minutes * points_per_minute)) | 1, max(3, n // 2) | 1)
+    widest = max(3, n // 2) | 1  # no median window wider than half the data
+    narrow = min(max(settings.baseline_min_points, int(settings.baseline_minutes * points_per_minute)) | 1, widest)
+    wide = min(max(narrow, int(settings.wide_baseline_minutes * points_per_minute)) | 1, widest)
     span_s = float(seconds[-1] - seconds[0]) + step_s
     periods = [(name, p) for name, p in (("daily", DAY_S), ("weekly", WEEK_S)) if span_s >= 2 * p and p / step_s >= MIN_SLOTS_PER_PERIOD]
-    first_width = min(max(wide, int(periods[0][1] / step_s) + 1 if periods else 0) | 1, max(3, n // 2) | 1)
+    first_width = min(max(wide, int(periods[0][1] / step_s) + 1 if periods else 0) | 1, widest)
     floor = resolution_floor(values)
     masked = ~finite
     seasonal = np.zeros(n)
@@ -249,12 +260,10 @@ def robust_z(values: np.ndarray, seconds: np.ndarray, step_s: float, settings: D
             if after < settings.seasonal_gain * before:
                 seasonal, used = seasonal + profile, (*used, name)
         residual = values - trend - seasonal
-        # Exactly-zero residuals are the samples a median was taken from (one of five days, the
-        # middle of a rolling window): they say nothing about the noise and would shrink it.
-        clean = residual[~masked & (residual != 0)]
-        if len(clean) < 10:
+        mad = noise_spread(residual, ~masked)
+        if mad is None:  # nearly all residuals are exact medians: take them as they are
             clean = residual[~masked]
-        mad = 1.4826 * float(np.median(np.abs(clean - np.median(clean))))
+            mad = 1.4826 * float(np.median(np.abs(clean - np.median(clean))))
         scale = np.full(n, max(mad, floor, 1e-9 * float(np.nanmax(np.abs(values)))))
         if used:
             # Noise follows the cycle too (a busy afternoon is noisier than the night): with a
@@ -287,11 +296,10 @@ def _with_level_shifts(z: np.ndarray, values: np.ndarray, seasonal: np.ndarray, 
     """
     before = pd.Series(values - seasonal).interpolate(limit_direction="both").shift(1)
     residual = values - seasonal - before.rolling(width, min_periods=max(3, width // 4)).median().bfill().to_numpy()
-    clean = residual[~masked & (residual != 0) & np.isfinite(residual)]
-    if len(clean) < 10:
+    mad = noise_spread(residual, ~masked)
+    if mad is None:
         return z
-    scale = max(1.4826 * float(np.median(np.abs(clean - np.median(clean)))), floor, 1e-12)
-    shift_z = np.nan_to_num(residual / scale)
+    shift_z = np.nan_to_num(residual / max(mad, floor, 1e-12))
     return np.where(np.abs(shift_z) > np.abs(z), shift_z, z)
 
 
